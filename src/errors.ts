@@ -1,0 +1,162 @@
+/**
+ * Every error Mega-WeChat raises on purpose is a named class with a stable `code`
+ * (as undici does), so callers and tests match on `code`, never on message text.
+ * Messages never contain secrets (app_secret, access tokens, passwords).
+ */
+
+export class MegaError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+// ---------------------------------------------------------------- config
+
+/** A config file is missing, unreadable, or a key in it is invalid. The message names the key. */
+export class ConfigError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_CONFIG');
+  }
+}
+
+// ---------------------------------------------------------------- protocol
+
+/** Bytes on the wire that do not form a valid frame (maps to result 500 and a close). */
+export class MalformedFrameError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_MALFORMED_FRAME');
+  }
+}
+
+/** A frame whose declared size exceeds `package_max_length` (maps to result 413 and a close). */
+export class FrameTooLargeError extends MegaError {
+  readonly frameLength: number;
+  readonly maxLength: number;
+  constructor(frameLength: number, maxLength: number) {
+    super(`frame of ${frameLength} bytes exceeds package_max_length ${maxLength}`, 'MEGA_ERR_FRAME_TOO_LARGE');
+    this.frameLength = frameLength;
+    this.maxLength = maxLength;
+  }
+}
+
+/** A well-formed frame whose command word is not push, send, tset or result (maps to 500). */
+export class UnknownCommandError extends MegaError {
+  constructor(command: string) {
+    super(`unknown command ${JSON.stringify(command.slice(0, 32))}`, 'MEGA_ERR_UNKNOWN_COMMAND');
+  }
+}
+
+/** A known command with wrong parameters or an invalid body (maps to 400, connection stays open). */
+export class BadRequestError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_BAD_REQUEST');
+  }
+}
+
+// ---------------------------------------------------------------- templates
+
+/** The template store (SQLite or MySQL) failed: connection refused, query error. */
+export class TemplateStoreError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_TEMPLATE_STORE', options);
+  }
+}
+
+/** A template row holds text that is not a JSON object, or is longer than `template_size`. */
+export class InvalidTemplateError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_INVALID_TEMPLATE');
+  }
+}
+
+/** A template key that is neither cached nor in the database. */
+export class TemplateNotFoundError extends MegaError {
+  constructor(key: string) {
+    super('template key not exists', 'MEGA_ERR_TEMPLATE_NOT_FOUND');
+    this.key = key;
+  }
+  readonly key: string;
+}
+
+/** A TSet of a new key while the cache already holds `table_size` templates. */
+export class TableFullError extends MegaError {
+  constructor() {
+    super('over table size', 'MEGA_ERR_TABLE_FULL');
+  }
+}
+
+// ---------------------------------------------------------------- queue
+
+/** The queue could not make a record durable (ENOSPC, EIO...): the request gets 503. */
+export class QueueWriteError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_QUEUE_WRITE', options);
+  }
+}
+
+/** The queue was used after close(). */
+export class QueueClosedError extends MegaError {
+  constructor() {
+    super('queue is closed', 'MEGA_ERR_QUEUE_CLOSED');
+  }
+}
+
+// ---------------------------------------------------------------- wechat
+
+/** The access token could not be obtained (bad secret, IP not whitelisted, endpoint down). */
+export class TokenError extends MegaError {
+  readonly errcode: number | undefined;
+  constructor(message: string, errcode?: number, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_TOKEN', options);
+    this.errcode = errcode;
+  }
+}
+
+/**
+ * What went wrong below WeChat's JSON answer:
+ * - `timeout`: no complete answer within the client's `timeoutMs` (the message MAY have been delivered);
+ * - `connection`: refused, reset, DNS failure... (the message may have been delivered if the reset came late);
+ * - `http`: an HTTP status other than 2xx (see `status`);
+ * - `invalid_response`: a 2xx answer whose body is not WeChat's JSON (no numeric `errcode`);
+ * - `closed`: the client was closed while the request was pending.
+ */
+export type WechatTransportKind = 'timeout' | 'connection' | 'http' | 'invalid_response' | 'closed';
+
+/**
+ * The WeChat API could not be reached or answered with something that is not its JSON.
+ * `retryable` tells the dispatcher whether sending the same message again (same `client_msg_id`,
+ * so WeChat de-duplicates it) may succeed; `status` is the HTTP status when `kind` is `http`.
+ */
+export class WechatTransportError extends MegaError {
+  readonly kind: WechatTransportKind;
+  readonly retryable: boolean;
+  readonly status: number | undefined;
+  constructor(
+    message: string,
+    options?: { cause?: unknown; kind?: WechatTransportKind; retryable?: boolean; status?: number },
+  ) {
+    super(message, 'MEGA_ERR_WECHAT_TRANSPORT', options?.cause === undefined ? undefined : { cause: options.cause });
+    this.kind = options?.kind ?? 'connection';
+    this.retryable = options?.retryable ?? true;
+    this.status = options?.status;
+  }
+}
+
+// ---------------------------------------------------------------- daemon / cli
+
+/** The daemon is not running (no pid file, or a stale one). */
+export class NotRunningError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_NOT_RUNNING');
+  }
+}
+
+/** The daemon could not start (port in use, store unreachable...). */
+export class StartupError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_STARTUP', options);
+  }
+}
