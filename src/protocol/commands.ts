@@ -1,0 +1,211 @@
+/**
+ * The commands of SPEC §2 on top of frames: parsing what clients send, encoding what
+ * the server answers, and client-side encoders (tests, bench, client libraries).
+ */
+
+import { BadRequestError, MalformedFrameError, UnknownCommandError } from '../errors.js';
+import { encodeFrame, type Frame } from './codec.js';
+
+export enum ResultCode {
+  OK = 200,
+  BAD_REQUEST = 400,
+  UNAUTHORIZED = 401,
+  TOO_LARGE = 413,
+  INTERNAL = 500,
+  UNAVAILABLE = 503,
+}
+
+/** Template variables: a JSON object, or `null` for none. */
+export type Variables = Record<string, unknown> | null;
+
+interface MessageRequestBase {
+  opaque: number;
+  openid: string;
+  key: string;
+  /** Client idempotency id (WeChat's `client_msg_id`); undefined when the client sent none. */
+  msgid: string | undefined;
+  data: Variables;
+  /** The JSON bytes exactly as received, for the queue to store untouched. */
+  body: Buffer;
+}
+
+export interface PushRequest extends MessageRequestBase {
+  kind: 'push';
+}
+
+export interface SendRequest extends MessageRequestBase {
+  kind: 'send';
+}
+
+export interface TsetRequest {
+  kind: 'tset';
+  opaque: number;
+  key: string;
+}
+
+export type Request = PushRequest | SendRequest | TsetRequest;
+
+export interface Result {
+  opaque: number;
+  code: number;
+  /** UTF-8 bytes; empty when the server sent no message. */
+  message: Buffer;
+}
+
+const OPENID = /^[\x21-\x7e]{1,128}$/;
+const KEY = /^[\x21-\x7e]{1,32}$/;
+const MSGID = /^[A-Za-z0-9_-]{1,64}$/;
+const RESULT_HEADER = /^result (\d{3})$/;
+
+// fatal: invalid UTF-8 must be refused, not turned into U+FFFD and sent to users.
+// ignoreBOM keeps a BOM in the text so JSON.parse rejects it, as PHP's json_decode did.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Gives a frame received by the server its meaning.
+ * @throws UnknownCommandError when the first word is not push, send or tset (a client has no business sending `result`).
+ * @throws BadRequestError for a known command with bad parameters or body; the connection can stay open.
+ */
+export function parseRequest(frame: Frame): Request {
+  const words = frame.header.split(' ');
+  // The first non-empty word, so that " push o1 k1" is a bad push rather than an unknown command.
+  const command = words.find((word) => word !== '') ?? '';
+  if (command !== 'push' && command !== 'send' && command !== 'tset') throw new UnknownCommandError(command);
+  if (words.includes('')) {
+    throw new BadRequestError(`${command}: header words must be separated by single spaces, with none leading or trailing`);
+  }
+
+  if (command === 'tset') {
+    if (words.length !== 2) throw new BadRequestError(`tset expects exactly <key>, got ${words.length - 1} parameters`);
+    const key = checkKey(words[1]!);
+    if (frame.body !== null) throw new BadRequestError('tset takes no body');
+    return { kind: 'tset', opaque: frame.opaque, key };
+  }
+
+  if (words.length !== 3 && words.length !== 4) {
+    throw new BadRequestError(`${command} expects <openid> <key> [<msgid>], got ${words.length - 1} parameters`);
+  }
+  const openid = checkOpenid(words[1]!);
+  const key = checkKey(words[2]!);
+  const msgid = words.length === 4 ? checkMsgid(words[3]!) : undefined;
+  if (frame.body === null) throw new BadRequestError(`${command} requires a body (a JSON object or null)`);
+  const data = parseVariables(frame.body);
+  return { kind: command, opaque: frame.opaque, openid, key, msgid, data, body: frame.body };
+}
+
+/**
+ * Parses a push/send body. Exported so that whoever re-reads a stored body (queue replay,
+ * workers) applies exactly the rules the request was accepted under.
+ *
+ * `[]` is accepted as `{}`: PHP's json_encode turns an empty array into `[]`, so that is
+ * what the original's clients send for "no variables". Non-empty arrays are refused.
+ * @throws BadRequestError `invalid variables JSON`
+ */
+export function parseVariables(body: Buffer): Variables {
+  let value: unknown;
+  try {
+    value = JSON.parse(utf8.decode(body));
+  } catch {
+    throw new BadRequestError('invalid variables JSON');
+  }
+  if (value === null) return null;
+  if (Array.isArray(value)) {
+    if (value.length === 0) return {};
+    throw new BadRequestError('invalid variables JSON');
+  }
+  if (typeof value !== 'object') throw new BadRequestError('invalid variables JSON');
+  return value as Record<string, unknown>;
+}
+
+/** `message` is sent as UTF-8; an empty one means "no message". */
+export function encodeResult(opaque: number, code: number, message: string | Buffer = ''): Buffer {
+  if (!Number.isInteger(code) || code < 100 || code > 999) {
+    throw new RangeError(`result code must be a 3-digit integer, got ${String(code)}`);
+  }
+  const body = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
+  return encodeFrame({ header: `result ${code}`, opaque, body });
+}
+
+/** @throws MalformedFrameError when the frame is not a result (header `result <3 digits>` with body fields). */
+export function parseResult(frame: Frame): Result {
+  const match = RESULT_HEADER.exec(frame.header);
+  if (match === null) throw new MalformedFrameError(`not a result frame: ${JSON.stringify(frame.header.slice(0, 32))}`);
+  if (frame.body === null) throw new MalformedFrameError('result frame without bodyLen');
+  return { opaque: frame.opaque, code: Number(match[1]), message: frame.body };
+}
+
+/**
+ * Client side. An object or null is JSON-encoded the way PHP's json_encode does it (so
+ * bytes match the original's clients); a Buffer or string is sent as is, unchecked.
+ * @throws BadRequestError for an openid, key or msgid the server would refuse.
+ */
+export function encodePush(
+  opaque: number,
+  openid: string,
+  key: string,
+  data: Variables | Buffer | string = null,
+  msgid?: string,
+): Buffer {
+  return encodeMessage('push', opaque, openid, key, data, msgid);
+}
+
+/** Like {@link encodePush}; the server answers only once WeChat has. */
+export function encodeSend(
+  opaque: number,
+  openid: string,
+  key: string,
+  data: Variables | Buffer | string = null,
+  msgid?: string,
+): Buffer {
+  return encodeMessage('send', opaque, openid, key, data, msgid);
+}
+
+export function encodeTset(opaque: number, key: string): Buffer {
+  return encodeFrame({ header: `tset ${checkKey(key)}`, opaque, body: null });
+}
+
+function encodeMessage(
+  command: 'push' | 'send',
+  opaque: number,
+  openid: string,
+  key: string,
+  data: Variables | Buffer | string,
+  msgid: string | undefined,
+): Buffer {
+  let header = `${command} ${checkOpenid(openid)} ${checkKey(key)}`;
+  if (msgid !== undefined) header += ` ${checkMsgid(msgid)}`;
+  let body: Buffer;
+  if (Buffer.isBuffer(data)) body = data;
+  else if (typeof data === 'string') body = Buffer.from(data, 'utf8');
+  else body = Buffer.from(phpJsonEncode(data), 'latin1');
+  return encodeFrame({ header, opaque, body });
+}
+
+/**
+ * JSON.stringify, then PHP json_encode's default escaping: every non-ASCII UTF-16 unit
+ * as \uXXXX (lowercase hex, astral characters as surrogate pairs) and "/" as "\/". Both
+ * can only occur inside strings, so replacing them over the whole text is safe, and the
+ * result is pure ASCII.
+ */
+function phpJsonEncode(data: Variables): string {
+  const json = JSON.stringify(data) as string | undefined;
+  if (json === undefined) throw new TypeError('variables cannot be encoded as JSON');
+  return json.replace(/[/\u0080-\uffff]/g, (ch) =>
+    ch === '/' ? '\\/' : `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+function checkOpenid(openid: string): string {
+  if (!OPENID.test(openid)) throw new BadRequestError('openid must be 1-128 printable ASCII characters without spaces');
+  return openid;
+}
+
+function checkKey(key: string): string {
+  if (!KEY.test(key)) throw new BadRequestError('template key must be 1-32 printable ASCII characters without spaces');
+  return key;
+}
+
+function checkMsgid(msgid: string): string {
+  if (!MSGID.test(msgid)) throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
+  return msgid;
+}

@@ -1,0 +1,15 @@
+/** Mega-Wechat wire protocol (SPEC §2): frames, and the commands they carry. */
+
+export { DEFAULT_PACKAGE_MAX_LENGTH, FrameDecoder, decodeFrame, encodeFrame } from './codec.js';
+export type { Frame, FrameDecoderOptions } from './codec.js';
+export {
+  ResultCode,
+  encodePush,
+  encodeResult,
+  encodeSend,
+  encodeTset,
+  parseRequest,
+  parseResult,
+  parseVariables,
+} from './commands.js';
+export type { PushRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';
