@@ -1,0 +1,20 @@
+/**
+ * Templates: the store operators edit (SQLite or MySQL), the cache TSet fills, and the
+ * compile-once / render-per-message substitution (SPEC §3).
+ */
+export { parseDsn, type ParsedDsn, type MysqlDsn, type SqliteDsn } from './dsn.js';
+export { openTemplateStore, type TemplateStore, type TemplateRow, type StoreOptions } from './store.js';
+export {
+  compileTemplate,
+  renderTemplate,
+  OPENID_PLACEHOLDER,
+  MAX_TEMPLATE_DEPTH,
+  type CompiledTemplate,
+  type CompileOptions,
+  type TemplateNode,
+  type ValueNode,
+  type TextNode,
+  type ObjectNode,
+  type ArrayNode,
+} from './render.js';
+export { TemplateCache, type TemplateCacheOptions, type LoadReport } from './cache.js';
