@@ -1,0 +1,101 @@
+/**
+ * Runs the WeChat API simulator as its own process:
+ *
+ *   node dist/src/wechat/simulator-main.js [--host 127.0.0.1] [--port 0] [--latency-ms 0]
+ *     [--app-id ID] [--app-secret SECRET] [--token-ttl 7200] [--daily-limit 100000]
+ *     [--no-record-bodies]
+ *
+ * Prints one line of JSON `{"url":"http://127.0.0.1:PORT","port":PORT}` on stdout once listening;
+ * closes and exits 0 on SIGTERM/SIGINT. Bad arguments: a message on stderr and exit code 2.
+ * Everything else (faults, reset, record) goes through the /_sim/* control endpoints.
+ */
+
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { WechatSimulator, type SimulatorOptions } from './simulator.js';
+
+function intArg(name: string, value: string | undefined, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  let opts: SimulatorOptions;
+  try {
+    const { values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'latency-ms': { type: 'string' },
+        'app-id': { type: 'string' },
+        'app-secret': { type: 'string' },
+        'token-ttl': { type: 'string' },
+        'daily-limit': { type: 'string' },
+        'no-record-bodies': { type: 'boolean' },
+      },
+    });
+    opts = {};
+    if (values.host !== undefined) opts.host = values.host;
+    const port = intArg('port', values.port, 0);
+    if (port !== undefined) {
+      if (port > 65535) throw new Error('--port must be <= 65535');
+      opts.port = port;
+    }
+    const latency = intArg('latency-ms', values['latency-ms'], 0);
+    if (latency !== undefined) opts.latencyMs = latency;
+    const ttl = intArg('token-ttl', values['token-ttl'], 1);
+    if (ttl !== undefined) opts.tokenTtlSeconds = ttl;
+    const limit = intArg('daily-limit', values['daily-limit'], 0);
+    if (limit !== undefined) opts.dailyLimit = limit;
+    if (values['app-id'] !== undefined) opts.appId = values['app-id'];
+    if (values['app-secret'] !== undefined) opts.appSecret = values['app-secret'];
+    if (values['no-record-bodies'] === true) opts.recordBodies = false;
+  } catch (err) {
+    process.stderr.write(`wechat simulator: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 2;
+    return;
+  }
+
+  let sim: WechatSimulator;
+  try {
+    sim = await WechatSimulator.start(opts);
+  } catch (err) {
+    process.stderr.write(`wechat simulator: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  let stopping = false;
+  const stop = (): void => {
+    if (stopping) {
+      process.exit(1); // second signal: give up waiting
+    }
+    stopping = true;
+    sim.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.stdout.write(`${JSON.stringify({ url: sim.url, port: sim.port })}\n`);
+}
+
+function invokedDirectly(): boolean {
+  const entry = process.argv[1];
+  if (entry === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(entry)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (invokedDirectly()) {
+  void main();
+}
