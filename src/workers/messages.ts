@@ -1,0 +1,43 @@
+import type { CompiledTemplate } from '../templates/render.js';
+import type { JobOutcome } from '../dispatch/outcome.js';
+
+/**
+ * The only messages that cross between the main thread and a task worker. Enum-typed so
+ * both sides switch exhaustively; everything in them is structured-clone-able.
+ */
+export enum ToWorker {
+  Init = 'init',
+  Templates = 'templates',
+  Jobs = 'jobs',
+  Shutdown = 'shutdown',
+}
+
+export enum FromWorker {
+  Ready = 'ready',
+  Outcomes = 'outcomes',
+  Closed = 'closed',
+}
+
+export interface WorkerInit {
+  apiBase: string;
+  timeoutMs: number;
+  /** WeChat calls this worker may have in flight; also its HTTP connection pool size. */
+  concurrency: number;
+}
+
+/** A job as handed to a worker: the queue record untouched, plus the token to use. */
+export interface JobMessage {
+  id: number;
+  payload: string;
+}
+
+export type ToWorkerMessage =
+  | { type: ToWorker.Init; init: WorkerInit; templates: CompiledTemplate[] }
+  | { type: ToWorker.Templates; templates: CompiledTemplate[] }
+  | { type: ToWorker.Jobs; token: string; jobs: JobMessage[] }
+  | { type: ToWorker.Shutdown };
+
+export type FromWorkerMessage =
+  | { type: FromWorker.Ready }
+  | { type: FromWorker.Outcomes; outcomes: JobOutcome[] }
+  | { type: FromWorker.Closed };
