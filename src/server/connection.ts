@@ -1,0 +1,203 @@
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import {
+  FrameDecoder,
+  encodeResult,
+  parseRequest,
+  ResultCode,
+  type Frame,
+  type Request,
+} from '../protocol/index.js';
+import { BadRequestError, FrameTooLargeError, MegaError, UnknownCommandError } from '../errors.js';
+
+/** What a connection needs from the daemon; kept narrow so the server can be tested alone. */
+export interface RequestHandler {
+  /** Validates and durably enqueues a push; resolves when it may be acknowledged. */
+  push(request: Extract<Request, { kind: 'push' }>): Promise<void>;
+  /**
+   * Enqueues a send; `reply` is called once WeChat answered (or the job failed for good).
+   * Returns a function that forgets the reply (the connection went away).
+   */
+  send(request: Extract<Request, { kind: 'send' }>, reply: (code: number, message: string) => void): Promise<() => void>;
+  /** Loads or refreshes a template. */
+  tset(key: string): Promise<{ code: number; message: string }>;
+  /** False while shutting down: requests then get 503. */
+  readonly accepting: boolean;
+}
+
+/** Maps an error to the result a client gets for it. */
+export function resultFor(err: unknown): { code: number; message: string } {
+  if (err instanceof MegaError) {
+    switch (err.code) {
+      case 'MEGA_ERR_BAD_REQUEST':
+      case 'MEGA_ERR_TEMPLATE_NOT_FOUND':
+      case 'MEGA_ERR_TABLE_FULL':
+      case 'MEGA_ERR_INVALID_TEMPLATE':
+        return { code: ResultCode.BAD_REQUEST, message: err.message };
+      case 'MEGA_ERR_QUEUE_WRITE':
+      case 'MEGA_ERR_QUEUE_CLOSED':
+        return { code: ResultCode.UNAVAILABLE, message: err.message };
+      case 'MEGA_ERR_TEMPLATE_STORE':
+        return { code: ResultCode.INTERNAL, message: 'template store unavailable' };
+      default:
+        break;
+    }
+  }
+  return { code: ResultCode.INTERNAL, message: 'internal error' };
+}
+
+interface OrderedSlot {
+  frame?: Buffer;
+}
+
+/**
+ * One client connection. The decoder is fed whatever the socket delivers; Push and TSet
+ * results are written in request order (a slot is reserved when the request arrives and
+ * filled when its answer is known), Send results as soon as WeChat answered.
+ */
+export class Connection {
+  private readonly decoder: FrameDecoder;
+  private readonly ordered: OrderedSlot[] = [];
+  private readonly forgetReplies = new Set<() => void>();
+  /** After a fatal protocol error: no more frames are read, the socket ends once results are out. */
+  private closing = false;
+  private closed = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly handler: RequestHandler,
+    private readonly logger: Logger,
+    maxLength: number,
+  ) {
+    this.decoder = new FrameDecoder({ maxLength });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.logger.debug({ err, remote: this.remote }, 'client socket error'));
+    socket.on('close', () => this.onClose());
+  }
+
+  get remote(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.closing) return;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      // Frames decoded before the bad bytes were already handled; the stream is now unreadable.
+      if (err instanceof FrameTooLargeError) {
+        this.fatal(ResultCode.TOO_LARGE, err.message);
+      } else {
+        this.fatal(ResultCode.INTERNAL, err instanceof Error ? err.message : 'undecodable stream');
+      }
+      return;
+    }
+    for (const frame of frames) {
+      if (this.closing) break;
+      this.onFrame(frame);
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    let request: Request;
+    try {
+      request = parseRequest(frame);
+    } catch (err) {
+      if (err instanceof UnknownCommandError) {
+        this.fatal(ResultCode.INTERNAL, err.message, frame.opaque);
+      } else if (err instanceof BadRequestError) {
+        this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.BAD_REQUEST, message: err.message }));
+      } else {
+        this.fatal(ResultCode.INTERNAL, 'undecodable frame', frame.opaque);
+      }
+      return;
+    }
+    if (!this.handler.accepting) {
+      this.answerInOrder(request.opaque, Promise.resolve({ code: ResultCode.UNAVAILABLE, message: 'shutting down' }));
+      return;
+    }
+    switch (request.kind) {
+      case 'push':
+        this.answerInOrder(
+          request.opaque,
+          this.handler.push(request).then(() => ({ code: ResultCode.OK, message: '' })),
+        );
+        break;
+      case 'tset':
+        this.answerInOrder(request.opaque, this.handler.tset(request.key));
+        break;
+      case 'send': {
+        const opaque = request.opaque;
+        let forget: (() => void) | undefined;
+        this.handler
+          .send(request, (code, message) => {
+            if (forget) this.forgetReplies.delete(forget);
+            this.write(encodeResult(opaque, code, message));
+          })
+          .then(
+            (f) => {
+              forget = f;
+              if (this.closed) f();
+              else this.forgetReplies.add(f);
+            },
+            (err: unknown) => {
+              const { code, message } = resultFor(err);
+              this.write(encodeResult(opaque, code, message));
+            },
+          );
+        break;
+      }
+    }
+  }
+
+  private answerInOrder(opaque: number, answer: Promise<{ code: number; message: string }>): void {
+    const slot: OrderedSlot = {};
+    this.ordered.push(slot);
+    answer
+      .catch((err: unknown) => {
+        const result = resultFor(err);
+        if (result.code === ResultCode.INTERNAL) this.logger.error({ err, remote: this.remote }, 'request failed');
+        return result;
+      })
+      .then(({ code, message }) => {
+        slot.frame = encodeResult(opaque, code, message);
+        this.flushOrdered();
+      });
+  }
+
+  private flushOrdered(): void {
+    while (this.ordered.length > 0 && this.ordered[0]!.frame) {
+      this.write(this.ordered.shift()!.frame!);
+    }
+    if (this.closing && this.ordered.length === 0) this.socket.end();
+  }
+
+  /** A result the client must see, then the connection is closed (413, 500). */
+  private fatal(code: number, message: string, opaque = 0): void {
+    this.logger.warn({ remote: this.remote, code, reason: message }, 'closing client connection after a protocol error');
+    this.closing = true;
+    this.ordered.push({ frame: encodeResult(opaque, code, message) });
+    this.flushOrdered();
+  }
+
+  private write(frame: Buffer): void {
+    if (!this.closed && !this.socket.destroyed && this.socket.writable) this.socket.write(frame);
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    for (const forget of this.forgetReplies) forget();
+    this.forgetReplies.clear();
+  }
+
+  /** Ends the connection once every ordered answer is written (shutdown). */
+  end(): void {
+    this.closing = true;
+    this.flushOrdered();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

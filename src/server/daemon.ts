@@ -1,0 +1,355 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { MegaConfig, ListenAddress } from '../config/config.js';
+import { openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
+import { FileQueue } from '../queue/index.js';
+import { WechatClient, TokenManager } from '../wechat/index.js';
+import { TaskPool } from '../workers/pool.js';
+import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
+import { DeadLetterLog } from '../dispatch/dead-letter.js';
+import { ClientMsgIdGenerator, encodeJobRecord } from '../dispatch/job.js';
+import { OutcomeKind } from '../dispatch/outcome.js';
+import { MegaServer } from './server.js';
+import { ControlServer } from './control.js';
+import type { RequestHandler } from './connection.js';
+import type { Request } from '../protocol/index.js';
+import { ResultCode } from '../protocol/index.js';
+import { StartupError, TemplateNotFoundError, MegaError } from '../errors.js';
+
+type PushRequest = Extract<Request, { kind: 'push' }>;
+type SendRequest = Extract<Request, { kind: 'send' }>;
+type Reply = (code: number, message: string) => void;
+
+export interface DaemonStatus {
+  name: string;
+  pid: number;
+  uptimeSeconds: number;
+  listen: ListenAddress[];
+  connections: number;
+  templates: number;
+  workers: number;
+  queue: { depth: number; inFlight: number; segments: number; bytes: number; oldestAgeSeconds: number | null };
+  sent: number;
+  failed: number;
+  failedByErrcode: Record<string, number>;
+  retriesPending: number;
+  running: number;
+  token: { ageSeconds: number | null; fetches: number; error: string | null };
+}
+
+/** Reads a pid file; returns the pid only if that process is alive. */
+export function runningPid(pidFile: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
+}
+
+/** Where permanently failed Push jobs are recorded: beside the pid file. */
+export function deadLetterFile(config: MegaConfig): string {
+  return path.join(path.dirname(config.server.pidFile), `${config.name}.dead-letter.jsonl`);
+}
+
+/**
+ * The whole daemon: template store and cache, durable queue, task worker pool,
+ * dispatcher, TCP server and control socket. It is the RequestHandler of every connection.
+ */
+export class Daemon implements RequestHandler {
+  accepting = true;
+  private readonly startedAt = Date.now();
+  private readonly ids = new ClientMsgIdGenerator();
+  private readonly replies = new Map<string, Reply>();
+  private readonly replyPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
+  private replySeq = 0;
+  private addresses: ListenAddress[] = [];
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly config: MegaConfig,
+    private readonly logger: Logger,
+    private readonly store: TemplateStore,
+    private readonly cache: TemplateCache,
+    private readonly queue: FileQueue,
+    private readonly deadLetters: DeadLetterLog,
+    private readonly tokenClient: WechatClient,
+    private readonly tokens: TokenManager,
+    private readonly pool: TaskPool,
+    private readonly dispatcher: Dispatcher,
+    private readonly server: MegaServer,
+    private readonly control: ControlServer,
+  ) {}
+
+  /**
+   * Brings every part up in dependency order; on any failure the parts already started are
+   * closed again and a StartupError says what failed.
+   */
+  static async start(config: MegaConfig, logger: Logger): Promise<Daemon> {
+    const existing = runningPid(config.server.pidFile);
+    if (existing !== undefined && existing !== process.pid) {
+      throw new StartupError(`${config.name} is already running (pid ${existing}, pid file ${config.server.pidFile})`);
+    }
+    const cleanups: Array<() => unknown> = [];
+    const step = async <T>(what: string, fn: () => Promise<T> | T): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        for (const c of cleanups.reverse()) {
+          try {
+            await c();
+          } catch {
+            // best effort while failing start-up
+          }
+        }
+        if (err instanceof StartupError) throw err;
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new StartupError(`${what}: ${reason}`, { cause: err });
+      }
+    };
+
+    const store = await step('template store', async () => {
+      const s = openTemplateStore({
+        dsn: config.pdo.dsn,
+        username: config.pdo.username,
+        password: config.pdo.password,
+        tablePrefix: config.pdo.tablePrefix,
+        baseDir: path.dirname(config.file),
+      });
+      cleanups.push(() => s.close());
+      await s.init();
+      return s;
+    });
+    const cache = new TemplateCache({ store, tableSize: config.server.tableSize, templateSize: config.server.templateSize });
+    const loaded = await step('loading templates', () => cache.loadAll());
+    for (const skipped of loaded.skipped) logger.warn({ key: skipped.key, reason: skipped.reason }, 'template not loaded');
+
+    const queue = await step('queue', async () => {
+      const q = await FileQueue.open({
+        dir: config.server.queueFilePath,
+        segmentSize: config.queue.segmentSize,
+        fsync: config.queue.fsync,
+        // a record holds one frame's variables plus a few short fields
+        maxPayloadSize: config.setting.packageMaxLength + 4096,
+        logger,
+      });
+      cleanups.push(() => q.close());
+      return q;
+    });
+    const deadLetters = new DeadLetterLog(deadLetterFile(config));
+    cleanups.push(() => deadLetters.close());
+
+    const tokenClient = new WechatClient({ apiBase: config.wechat.apiBase, timeoutMs: config.wechat.timeoutMs, connections: 2 });
+    cleanups.push(() => tokenClient.close());
+    const tokens = new TokenManager({
+      client: tokenClient,
+      appId: config.wechat.appId,
+      appSecret: config.wechat.appSecret,
+      endpoint: config.wechat.tokenEndpoint,
+      logger,
+    });
+
+    const pool = new TaskPool({
+      size: config.setting.taskWorkerNum,
+      init: {
+        apiBase: config.wechat.apiBase,
+        timeoutMs: config.wechat.timeoutMs,
+        concurrency: config.setting.taskConcurrency,
+      },
+      templates: () => cache.all(),
+      logger,
+    });
+    await step('task workers', () => pool.start());
+    cleanups.push(() => pool.close());
+
+    let daemon: Daemon | undefined;
+    const dispatcher = new Dispatcher({
+      queue,
+      pool,
+      tokens,
+      deadLetters,
+      logger,
+      retryBaseMs: config.wechat.retryBaseMs,
+      retryMax: config.wechat.retryMax,
+      isAwaited: (replyKey) => daemon?.isAwaited(replyKey) ?? false,
+    });
+
+    const handler: RequestHandler = {
+      get accepting() {
+        return daemon?.accepting ?? false;
+      },
+      push: (r) => daemon!.push(r),
+      send: (r, reply) => daemon!.send(r, reply),
+      tset: (key) => daemon!.tset(key),
+    };
+    const server = new MegaServer({
+      listen: config.server.listen,
+      handler,
+      logger,
+      maxFrameLength: config.setting.packageMaxLength,
+    });
+    const addresses = await step('listen', () => server.listen());
+    cleanups.push(() => server.close());
+
+    const control = new ControlServer(config.server.controlSocket, (request) => daemon!.handleControl(request), logger);
+    await step('control socket', () => control.listen());
+    cleanups.push(() => control.close());
+
+    await step('pid file', () => {
+      mkdirSync(path.dirname(config.server.pidFile), { recursive: true });
+      writeFileSync(config.server.pidFile, `${process.pid}\n`);
+    });
+
+    daemon = new Daemon(config, logger, store, cache, queue, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
+    daemon.addresses = addresses;
+    dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
+    dispatcher.start();
+    logger.info(
+      {
+        listen: addresses,
+        templates: cache.size,
+        queued: queue.stats().depth,
+        workers: config.setting.taskWorkerNum,
+        concurrency: config.setting.taskConcurrency,
+        store: store.kind,
+      },
+      'mega-wechat started',
+    );
+    return daemon;
+  }
+
+  get listening(): ListenAddress[] {
+    return this.addresses;
+  }
+
+  async push(request: PushRequest): Promise<void> {
+    if (!this.cache.has(request.key)) throw new TemplateNotFoundError(request.key);
+    await this.queue.append(
+      encodeJobRecord({
+        kind: 'push',
+        openid: request.openid,
+        key: request.key,
+        clientMsgId: request.msgid ?? this.ids.generate(),
+        body: request.body,
+        at: Date.now(),
+      }),
+    );
+  }
+
+  async send(request: SendRequest, reply: Reply): Promise<() => void> {
+    if (!this.cache.has(request.key)) throw new TemplateNotFoundError(request.key);
+    const replyKey = this.replyPrefix + (this.replySeq++).toString(36);
+    this.replies.set(replyKey, reply);
+    try {
+      await this.queue.append(
+        encodeJobRecord({
+          kind: 'send',
+          openid: request.openid,
+          key: request.key,
+          clientMsgId: request.msgid ?? this.ids.generate(),
+          replyKey,
+          body: request.body,
+          at: Date.now(),
+        }),
+      );
+    } catch (err) {
+      this.replies.delete(replyKey);
+      throw err;
+    }
+    return () => this.replies.delete(replyKey);
+  }
+
+  private isAwaited(replyKey: string): boolean {
+    return this.replies.has(replyKey);
+  }
+
+  private settle({ outcome, message }: Settlement): void {
+    if (!outcome.replyKey) return;
+    const reply = this.replies.get(outcome.replyKey);
+    if (!reply) return;
+    this.replies.delete(outcome.replyKey);
+    reply(outcome.kind === OutcomeKind.Ok ? ResultCode.OK : ResultCode.BAD_REQUEST, message);
+  }
+
+  async tset(key: string): Promise<{ code: number; message: string }> {
+    const { template, created } = await this.cache.tset(key);
+    // Posted before the answer, so every job dispatched after the client sees 200 uses it.
+    this.pool.updateTemplates([template]);
+    this.logger.info({ key, created }, 'template loaded by tset');
+    return { code: ResultCode.OK, message: '' };
+  }
+
+  status(): DaemonStatus {
+    const q = this.queue.stats();
+    const d = this.dispatcher.stats();
+    const tokenAge = this.tokens.tokenAgeMs;
+    return {
+      name: this.config.name,
+      pid: process.pid,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      listen: this.addresses,
+      connections: this.server.connectionCount,
+      templates: this.cache.size,
+      workers: this.pool.threads,
+      queue: {
+        depth: q.depth,
+        inFlight: q.inFlight,
+        segments: q.segments,
+        bytes: q.bytes,
+        oldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.round((Date.now() - q.oldestEnqueuedAt) / 1000),
+      },
+      sent: d.sent,
+      failed: d.failed,
+      failedByErrcode: d.failedByErrcode,
+      retriesPending: d.retriesPending,
+      running: d.running,
+      token: {
+        ageSeconds: tokenAge === undefined ? null : Math.round(tokenAge / 1000),
+        fetches: this.tokens.fetches,
+        error: d.tokenError ?? null,
+      },
+    };
+  }
+
+  private async handleControl(request: { cmd: string }): Promise<unknown> {
+    switch (request.cmd) {
+      case 'status':
+        return this.status();
+      default:
+        throw new MegaError(`unknown control command ${JSON.stringify(request.cmd)}`, 'MEGA_ERR_BAD_REQUEST');
+    }
+  }
+
+  /**
+   * Graceful stop: refuse new requests, let running WeChat calls finish (up to
+   * `shutdown_timeout`), then close the queue cleanly. Unfinished jobs stay queued.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    this.logger.info('mega-wechat stopping');
+    this.accepting = false;
+    this.server.stopListening();
+    await this.dispatcher.stop(this.config.server.shutdownTimeout * 1000);
+    await this.server.close();
+    await this.pool.close();
+    await this.queue.close();
+    this.deadLetters.close();
+    await this.tokenClient.close();
+    await this.store.close();
+    this.control.close();
+    if (runningPid(this.config.server.pidFile) === process.pid) rmSync(this.config.server.pidFile, { force: true });
+    this.logger.info('mega-wechat stopped');
+  }
+}
