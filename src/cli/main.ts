@@ -1,0 +1,81 @@
+import { Command, CommanderError } from 'commander';
+import { ConfigError, MegaError } from '../errors.js';
+import { CliFailure, restart, start, status, stop } from './service.js';
+import { runSimulator } from './simulator.js';
+
+const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
+
+/** `mega <name> <command>`: the service commands of one config. */
+function serviceProgram(name: string): Command {
+  const program = new Command(`mega ${name}`).exitOverride().showHelpAfterError();
+  program
+    .command('start')
+    .description('start the daemon (in the background when [setting] daemonize = 1)')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--foreground', 'stay in the foreground whatever daemonize says')
+    .option('--demo', 'also run the bundled WeChat simulator at [wechat] api_base and install a sample template')
+    .action((o: { configDir?: string; foreground?: boolean; demo?: boolean }) => start(name, o));
+  program
+    .command('stop')
+    .description('stop gracefully: finish running WeChat calls, keep the rest queued')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((o: { configDir?: string }) => stop(name, o));
+  program
+    .command('restart')
+    .description('stop, then start')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--foreground', 'stay in the foreground whatever daemonize says')
+    .option('--demo', 'as for start')
+    .action((o: { configDir?: string; foreground?: boolean; demo?: boolean }) => restart(name, o));
+  program
+    .command('status')
+    .description('pid, uptime, queue depth, sent and failed counts; exit 3 when not running')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--json', 'print the status as JSON')
+    .action((o: { configDir?: string; json?: boolean }) => status(name, o));
+  return program;
+}
+
+function rootProgram(): Command {
+  const program = new Command('mega')
+    .usage('<name> start|stop|restart|status [options]\n       mega simulator [options]')
+    .description('Mega-WeChat: a daemon that queues and sends WeChat template messages.\n<name> selects config/<name>.ini.')
+    .exitOverride()
+    .showHelpAfterError();
+  program
+    .command('simulator')
+    .description('run the bundled WeChat API simulator (for tests and demos)')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <port>', 'port (0 = any free port)', '9502')
+    .option('--latency-ms <ms>', 'delay before every answer', '0')
+    .option('--app-id <id>', 'accepted app id', 'wx_demo_app')
+    .option('--app-secret <secret>', 'accepted app secret', 'demo_secret')
+    .action((o: { host: string; port: string; latencyMs: string; appId: string; appSecret: string }) => runSimulator(o));
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const first = argv[0];
+  const serviceCall = first !== undefined && !first.startsWith('-') && first !== 'simulator' && first !== 'help';
+  const program = serviceCall ? serviceProgram(first) : rootProgram();
+  try {
+    await program.parseAsync(serviceCall ? argv.slice(1) : argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    if (err instanceof CliFailure) {
+      process.stderr.write(`mega: ${err.message}\n`);
+      return err.exitCode;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`mega: config error: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof MegaError) {
+      process.stderr.write(`mega: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`mega: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    return 1;
+  }
+}

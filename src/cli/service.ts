@@ -1,0 +1,214 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { loadConfig, resolveConfigDir, type MegaConfig } from '../config/config.js';
+import { createLogger } from '../log/logger.js';
+import { Daemon, runningPid } from '../server/daemon.js';
+import { controlRequest } from '../server/control.js';
+import type { DaemonStatus } from '../server/daemon.js';
+import { startDemo } from './demo.js';
+
+/** LSB exit status of `status` when the service is not running. */
+export const EXIT_NOT_RUNNING = 3;
+
+export class CliFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+export interface StartOptions {
+  configDir?: string;
+  foreground?: boolean;
+  demo?: boolean;
+}
+
+const BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
+
+export function loadServiceConfig(name: string, configDir: string | undefined): MegaConfig {
+  return loadConfig(name, resolveConfigDir(configDir));
+}
+
+function say(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+/** `mega <name> start`: in the foreground, or as a detached child when `daemonize` is on. */
+export async function start(name: string, options: StartOptions): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const pid = runningPid(config.server.pidFile);
+  if (pid !== undefined) throw new CliFailure(`${name} is already running (pid ${pid})`);
+  if (config.setting.daemonize && !options.foreground) {
+    await startDetached(name, config, options);
+  } else {
+    await runForeground(config, options);
+  }
+}
+
+/**
+ * Starts a detached child that runs the daemon in the foreground, and waits for it to say
+ * over IPC that it listens (exit 0) or why it could not start (exit 1 with its reason).
+ */
+async function startDetached(name: string, config: MegaConfig, options: StartOptions): Promise<void> {
+  const args = [BIN, name, 'start', '--foreground', '--config-dir', resolveConfigDir(options.configDir)];
+  if (options.demo) args.push('--demo');
+  const child = spawn(process.execPath, args, {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    env: process.env,
+  });
+  const outcome = await new Promise<{ ready: boolean; message: string }>((resolve) => {
+    const timer = setTimeout(() => resolve({ ready: false, message: 'did not report ready within 60 s' }), 60000);
+    child.on('message', (m: { ready?: boolean; error?: string; listen?: string }) => {
+      clearTimeout(timer);
+      if (m.ready) resolve({ ready: true, message: m.listen ?? '' });
+      else resolve({ ready: false, message: m.error ?? 'unknown error' });
+    });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ ready: false, message: `exited during start-up (${signal ?? `code ${code}`})` });
+    });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ ready: false, message: err.message });
+    });
+  });
+  if (child.connected) child.disconnect();
+  child.unref();
+  if (!outcome.ready) throw new CliFailure(`cannot start ${name}: ${outcome.message}`);
+  say(`${name} started in the background (pid ${child.pid}), listening on ${outcome.message}; log: ${config.log.logFile}`);
+}
+
+/** Runs the daemon in this process until SIGTERM/SIGINT. */
+async function runForeground(config: MegaConfig, options: StartOptions): Promise<void> {
+  const log = createLogger({ file: config.log.logFile, level: config.log.logLevel, name: config.log.logPrefix });
+  const logger = log.logger;
+  const report = (message: { ready?: boolean; error?: string; listen?: string }): void => {
+    if (process.send) {
+      process.send(message);
+      process.disconnect?.();
+    }
+  };
+
+  let daemon: Daemon;
+  let stopDemo: (() => Promise<void>) | undefined;
+  try {
+    if (options.demo) stopDemo = await startDemo(config, logger);
+    daemon = await Daemon.start(config, logger);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    logger.fatal({ err }, 'mega-wechat could not start');
+    log.flush();
+    await stopDemo?.();
+    report({ error: message });
+    throw new CliFailure(`cannot start ${config.name}: ${message}`);
+  }
+
+  const listen = daemon.listening.map((a) => `${a.host}:${a.port}`).join(', ');
+  report({ ready: true, listen });
+  if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid}); log: ${config.log.logFile}`);
+
+  let exiting = false;
+  const shutdown = (signal: string): void => {
+    if (exiting) return;
+    exiting = true;
+    logger.info({ signal }, 'stop requested');
+    void daemon
+      .stop()
+      .then(() => stopDemo?.())
+      .then(
+        () => {
+          log.flush();
+          process.exit(0);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'error while stopping');
+          log.flush();
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    log.reopen();
+    logger.info('log file reopened');
+  });
+  process.on('uncaughtException', (err) => {
+    // A bug, not a client's doing: record it and exit; the queue keeps every acknowledged job.
+    logger.fatal({ err }, 'uncaught exception; exiting');
+    log.flush();
+    process.exit(70);
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** `mega <name> stop`: SIGTERM, then wait for the process to be gone. */
+export async function stop(name: string, options: { configDir?: string; quiet?: boolean }): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const pid = runningPid(config.server.pidFile);
+  if (pid === undefined) {
+    if (!options.quiet) say(`${name} is not running`);
+    return;
+  }
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + (config.server.shutdownTimeout + 15) * 1000;
+  while (alive(pid)) {
+    if (Date.now() > deadline) {
+      throw new CliFailure(`${name} (pid ${pid}) did not stop within ${config.server.shutdownTimeout + 15} s`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  say(`${name} stopped (pid ${pid})`);
+}
+
+export async function restart(name: string, options: StartOptions): Promise<void> {
+  await stop(name, { configDir: options.configDir, quiet: true });
+  await start(name, options);
+}
+
+function formatStatus(s: DaemonStatus): string {
+  const failed = Object.entries(s.failedByErrcode)
+    .map(([code, n]) => `${code}: ${n}`)
+    .join(', ');
+  const lines = [
+    `${s.name} is running`,
+    `  pid:              ${s.pid}`,
+    `  uptime:           ${s.uptimeSeconds} s`,
+    `  listen:           ${s.listen.map((a) => `${a.host}:${a.port}`).join(', ')}`,
+    `  connections:      ${s.connections}`,
+    `  templates:        ${s.templates}`,
+    `  task workers:     ${s.workers}`,
+    `  queue depth:      ${s.queue.depth} (${s.queue.inFlight} in flight, ${s.queue.segments} segments, ${s.queue.bytes} bytes${s.queue.oldestAgeSeconds === null ? '' : `, oldest ${s.queue.oldestAgeSeconds} s`})`,
+    `  sent:             ${s.sent}`,
+    `  failed:           ${s.failed}${failed ? ` (${failed})` : ''}`,
+    `  retries pending:  ${s.retriesPending}`,
+    `  running calls:    ${s.running}`,
+    `  access token:     ${s.token.ageSeconds === null ? 'none yet' : `${s.token.ageSeconds} s old`}, ${s.token.fetches} fetches${s.token.error ? `; ERROR: ${s.token.error}` : ''}`,
+  ];
+  return lines.join('\n');
+}
+
+/** `mega <name> status`: exits 3 when the daemon is not running. */
+export async function status(name: string, options: { configDir?: string; json?: boolean }): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const pid = runningPid(config.server.pidFile);
+  if (pid === undefined) throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
+  let result: DaemonStatus;
+  try {
+    result = (await controlRequest(config.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
+  } catch (err) {
+    throw new CliFailure(`${name} (pid ${pid}) does not answer: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  say(options.json ? JSON.stringify(result, null, 2) : formatStatus(result));
+}
