@@ -5,7 +5,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodeFrame, encodePush, encodeSend, encodeTset } from '../../src/protocol/index.js';
-import { eventually, startSimulator, startStack, type SimulatorHandle, type Stack, type SimMessage } from '../helpers/stack.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack, type SimMessage } from '../helpers/stack.js';
 
 const ORDER_PAID = {
   touser: '${OPENID}',
@@ -37,7 +39,7 @@ describe('daemon end to end', () => {
   let stack: Stack;
 
   before(async () => {
-    sim = await startSimulator(['--app-id', 'wx_test_app', '--app-secret', 'test-secret-0123456789abcdef']);
+    sim = await startSimulator(['--app-id', APP_ID, '--app-secret', APP_SECRET]);
     stack = await startStack({
       simulator: sim,
       templates: { order_paid: ORDER_PAID, no_touser: NO_TOUSER, extra1: NO_TOUSER },
@@ -250,5 +252,26 @@ describe('daemon end to end', () => {
     const other = await stack.connect();
     assert.equal((await other.request(encodePush(1, 'oSTILL', 'no_touser', null), 1)).code, 200);
     other.close();
+  });
+
+  it('one access token served every worker for every message so far', async () => {
+    const stats = await sim.get<{ tokenRequests: number; delivered: number }>('/_sim/stats');
+    assert.ok(stats.delivered > 1000);
+    assert.equal(stats.tokenRequests, 1);
+  });
+
+  it('neither the app secret nor the access token ever reached the log or the output', async () => {
+    const res = await fetch(`${sim.url}/cgi-bin/stable_token`, {
+      method: 'POST',
+      body: JSON.stringify({ grant_type: 'client_credential', appid: APP_ID, secret: APP_SECRET }),
+    });
+    const { access_token: token } = (await res.json()) as { access_token: string };
+    assert.ok(token.length > 10);
+    const log = readFileSync(path.join(stack.dir, 'logs', 'mega.log'), 'utf8');
+    assert.ok(log.length > 0);
+    for (const text of [log, stack.output()]) {
+      assert.ok(!text.includes(APP_SECRET), 'app_secret leaked');
+      assert.ok(!text.includes(token), 'access token leaked');
+    }
   });
 });
