@@ -1,7 +1,10 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
 import { CliFailure, restart, start, status, stop } from './service.js';
-import { runSimulator } from './simulator.js';
+import { main as simulatorMain } from '../wechat/simulator-main.js';
+
+/** Given first, so the caller's own flags (parsed later) win. */
+const SIMULATOR_DEFAULTS = ['--port', '9502', '--app-id', 'wx_demo_app', '--app-secret', 'demo_secret'];
 
 const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 
@@ -44,13 +47,15 @@ function rootProgram(): Command {
     .showHelpAfterError();
   program
     .command('simulator')
-    .description('run the bundled WeChat API simulator (for tests and demos)')
-    .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--port <port>', 'port (0 = any free port)', '9502')
-    .option('--latency-ms <ms>', 'delay before every answer', '0')
-    .option('--app-id <id>', 'accepted app id', 'wx_demo_app')
-    .option('--app-secret <secret>', 'accepted app secret', 'demo_secret')
-    .action((o: { host: string; port: string; latencyMs: string; appId: string; appSecret: string }) => runSimulator(o));
+    .description(
+      'run the bundled WeChat API simulator (tests, demos): [--host H] [--port P] [--latency-ms N]\n' +
+        '[--app-id ID] [--app-secret S] [--token-ttl S] [--daily-limit N] [--no-record-bodies].\n' +
+        'Defaults match config/wechat.ini: port 9502, app id wx_demo_app, secret demo_secret.',
+    )
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action((_options: unknown, command: Command) => simulatorMain([...SIMULATOR_DEFAULTS, ...command.args]));
   return program;
 }
 

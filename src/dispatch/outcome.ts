@@ -1,3 +1,5 @@
+import { ERRCODE, isTokenErrcode } from '../wechat/errcodes.js';
+
 /**
  * What became of one WeChat call, as a task worker reports it to the dispatcher.
  * The worker only classifies; every decision that needs shared state (token refresh,
@@ -34,14 +36,14 @@ export interface JobOutcome {
   replyKey?: string;
 }
 
-const TOKEN_ERRCODES = new Set([40001, 40014, 42001]);
-const RETRY_ERRCODES = new Set([-1]);
-export const QUOTA_ERRCODE = 45009;
-
+/**
+ * SPEC §5: 0 delivered; 40001/40014/42001 refresh the token and retry once; -1 retry with
+ * backoff; 45009 stop dispatching and keep the job; anything else fails for good.
+ */
 export function classifyErrcode(errcode: number): OutcomeKind {
-  if (errcode === 0) return OutcomeKind.Ok;
-  if (TOKEN_ERRCODES.has(errcode)) return OutcomeKind.TokenRejected;
-  if (RETRY_ERRCODES.has(errcode)) return OutcomeKind.Retry;
-  if (errcode === QUOTA_ERRCODE) return OutcomeKind.Quota;
+  if (errcode === ERRCODE.OK) return OutcomeKind.Ok;
+  if (isTokenErrcode(errcode)) return OutcomeKind.TokenRejected;
+  if (errcode === ERRCODE.SYSTEM_ERROR) return OutcomeKind.Retry;
+  if (errcode === ERRCODE.DAILY_QUOTA_REACHED) return OutcomeKind.Quota;
   return OutcomeKind.Failed;
 }

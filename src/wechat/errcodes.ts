@@ -56,18 +56,3 @@ export function isTokenErrcode(errcode: number): boolean {
     errcode === ERRCODE.ACCESS_TOKEN_EXPIRED
   );
 }
-
-/** What the dispatcher should do with a send answered with `errcode` (SPEC §5). */
-export type ErrcodeAction = 'ok' | 'refresh_token' | 'retry' | 'quota' | 'permanent';
-
-/**
- * SPEC §5: 0 → ok; 40001/40014/42001 → refresh the token and retry once; -1 → retry with backoff;
- * 45009 → stop dispatching and keep the job; anything else → permanent failure.
- */
-export function classifyErrcode(errcode: number): ErrcodeAction {
-  if (errcode === ERRCODE.OK) return 'ok';
-  if (isTokenErrcode(errcode)) return 'refresh_token';
-  if (errcode === ERRCODE.SYSTEM_ERROR) return 'retry';
-  if (errcode === ERRCODE.DAILY_QUOTA_REACHED) return 'quota';
-  return 'permanent';
-}

@@ -4,8 +4,7 @@ export { WechatClient } from './client.js';
 export type { WechatClientOptions, SendResult, TokenResult, QuotaResult } from './client.js';
 export { TokenManager } from './token-manager.js';
 export type { TokenManagerOptions } from './token-manager.js';
-export { ERRCODE, errmsgFor, isTokenErrcode, classifyErrcode } from './errcodes.js';
-export type { ErrcodeAction } from './errcodes.js';
+export { ERRCODE, errmsgFor, isTokenErrcode } from './errcodes.js';
 export { redactSecrets, redactLiterals } from './redact.js';
 export {
   WechatSimulator,

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WechatClient } from '../../src/wechat/client.js';
 import { WechatSimulator } from '../../src/wechat/simulator.js';
-import { classifyErrcode } from '../../src/wechat/errcodes.js';
+import { classifyErrcode, OutcomeKind } from '../../src/dispatch/outcome.js';
 import { ConfigError, TokenError, WechatTransportError } from '../../src/errors.js';
 import { APP_ID, APP_SECRET, msg } from './helpers.js';
 
@@ -81,17 +81,17 @@ describe('WechatClient against the simulator', () => {
   test('WeChat errcodes resolve (not throw) with WeChat errcode and raw kept', async () => {
     const r = await client.sendTemplate('stale-token', msg('o'));
     assert.equal(r.errcode, 40001);
-    assert.equal(classifyErrcode(r.errcode), 'refresh_token');
+    assert.equal(classifyErrcode(r.errcode), OutcomeKind.TokenRejected);
     assert.deepEqual(JSON.parse(r.raw), { errcode: 40001, errmsg: r.errmsg });
     assert.equal(r.msgid, undefined);
     sim.configure({ failOpenids: [{ pattern: '^x', errcode: 43004 }] });
     const p = await client.sendTemplate(token, msg('x1'));
     assert.equal(p.errcode, 43004);
-    assert.equal(classifyErrcode(p.errcode), 'permanent');
+    assert.equal(classifyErrcode(p.errcode), OutcomeKind.Failed);
     sim.configure({ errcodeBurst: { errcode: -1, count: 1 } });
-    assert.equal(classifyErrcode((await client.sendTemplate(token, msg('o'))).errcode), 'retry');
+    assert.equal(classifyErrcode((await client.sendTemplate(token, msg('o'))).errcode), OutcomeKind.Retry);
     sim.configure({ quotaAfter: 0 });
-    assert.equal(classifyErrcode((await client.sendTemplate(token, msg('o'))).errcode), 'quota');
+    assert.equal(classifyErrcode((await client.sendTemplate(token, msg('o'))).errcode), OutcomeKind.Quota);
   });
 
   test('HTTP 5xx → WechatTransportError kind http, status, retryable; token redacted', async () => {
