@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
 import { CliFailure, restart, start, status, stop } from './service.js';
+import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
 import { main as simulatorMain } from '../wechat/simulator-main.js';
 
 /** Given first, so the caller's own flags (parsed later) win. */
@@ -36,12 +37,31 @@ function serviceProgram(name: string): Command {
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
     .option('--json', 'print the status as JSON')
     .action((o: { configDir?: string; json?: boolean }) => status(name, o));
+  program
+    .command('queue')
+    .description('queue depth, oldest job age, segment count and disk use')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--json', 'print as JSON')
+    .action((o: { configDir?: string; json?: boolean }) => queueInfo(name, o));
+  const dlq = program.command('dlq').description('the dead-letter log of Push jobs that failed for good');
+  dlq
+    .command('list')
+    .description('list dead letters: job id, time, openid, template key, errcode, attempts, errmsg')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--json', 'print as JSON')
+    .action((o: { configDir?: string; json?: boolean }) => dlqList(name, o));
+  dlq
+    .command('retry [id]')
+    .description('queue dead letters again (same client_msg_id) and remove them from the log')
+    .option('--all', 'every dead letter')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((id: string | undefined, o: { configDir?: string; all?: boolean }) => dlqRetry(name, id, o));
   return program;
 }
 
 function rootProgram(): Command {
   const program = new Command('mega')
-    .usage('<name> start|stop|restart|status [options]\n       mega simulator [options]')
+    .usage('<name> start|stop|restart|status|queue|dlq [options]\n       mega simulator [options]')
     .description('Mega-WeChat: a daemon that queues and sends WeChat template messages.\n<name> selects config/<name>.ini.')
     .exitOverride()
     .showHelpAfterError();

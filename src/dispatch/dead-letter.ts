@@ -1,4 +1,4 @@
-import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, openSync, writeSync, fsyncSync, closeSync, readFileSync, existsSync, renameSync } from 'node:fs';
 import path from 'node:path';
 
 /** One Push job that failed for good, as kept in the dead-letter log. */
@@ -56,8 +56,49 @@ export class DeadLetterLog {
     return out;
   }
 
+  /**
+   * Replaces the log with `keep` (write a temporary file, fsync, rename), so a crash leaves
+   * either the old or the new list, never half of one.
+   */
+  rewrite(keep: DeadLetter[]): void {
+    this.close();
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.tmp`;
+    const fd = openSync(tmp, 'w');
+    try {
+      writeSync(fd, keep.map((e) => JSON.stringify(e) + '\n').join(''));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.file);
+  }
+
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/** Which dead letters `retry` takes: all of them, or those with the given queue job ids. */
+export type DeadLetterSelector = { all: true } | { ids: number[] };
+
+/**
+ * Puts dead letters back into the queue (each as a new job with its original record, so the
+ * same client_msg_id) and removes them from the log once the queue has them durably.
+ * Returns the entries queued again; ids that are not in the log are reported as missing.
+ */
+export async function retryDeadLetters(
+  log: DeadLetterLog,
+  append: (payload: Buffer) => Promise<number>,
+  selector: DeadLetterSelector,
+): Promise<{ retried: DeadLetter[]; missing: number[] }> {
+  const entries = log.list();
+  const wanted = 'all' in selector ? undefined : new Set(selector.ids);
+  const chosen = wanted ? entries.filter((e) => wanted.has(e.id)) : entries;
+  const found = new Set(chosen.map((e) => e.id));
+  const missing = wanted ? [...wanted].filter((id) => !found.has(id)) : [];
+  for (const entry of chosen) await append(Buffer.from(entry.job));
+  if (chosen.length > 0) log.rewrite(entries.filter((e) => !found.has(e.id)));
+  return { retried: chosen, missing };
 }

@@ -54,8 +54,13 @@
  * exceeds `ackLogMaxBytes` (and 4× its last compacted size), it is compacted: the checkpoint is
  * rewritten, then a new ack log holding the current low-water mark and the acked ids above it
  * replaces the old one (write tmp, fsync, rename, fsync dir). Replay takes the union of both
- * files, so any crash point is safe. Segments whose ids are all below the persisted low-water
- * mark, and that the prefetch has left, are deleted.
+ * files, so any crash point is safe. Segments whose ids are all below the low-water mark, and
+ * that the prefetch has left, are deleted after each ack batch — also when the batch could not be
+ * persisted: their jobs are all finished, so deleting them loses nothing (a crash then simply
+ * cannot re-deliver them), and on a full disk it is what frees room for the ack log and for new
+ * appends (otherwise a full disk would stay full after the backlog drained: the ack log could
+ * not grow, so no segment would ever be deleted). At open, ids below the first segment are
+ * known to be done.
  *
  * ## Recovery (`FileQueue.open`)
  *
@@ -514,6 +519,9 @@ export class FileQueue extends EventEmitter<QueueEvents> {
         if (errnoCode(err) !== 'ENOENT') this.log?.warn({ err, segment: segmentFileName(s.firstId) }, 'queue: could not delete a consumed segment');
       });
     }
+    // Ids below the first segment are in no file: acknowledged (their segment was deleted, maybe
+    // before the acks reached the ack log: see deleteConsumedSegments) or never written.
+    if (segs.length > 0 && segs[0]!.firstId > lwm) lwm = segs[0]!.firstId;
     for (const s of segs) {
       const st = await io.stat(this.segPath(s.firstId));
       s.size = st.size;
@@ -1004,6 +1012,9 @@ export class FileQueue extends EventEmitter<QueueEvents> {
       while (this.ackWorkPending()) {
         this.maintenanceDue = false;
         if (!(await this.persistAcks())) {
+          // The disk may be full: deleting the consumed segments is what makes room for the
+          // ack log (and for new appends), so do it even though the acks are not persisted.
+          await this.deleteConsumedSegments().catch((err: unknown) => this.log?.warn({ err }, 'queue: deleting consumed segments failed'));
           if (!this.closed) {
             this.ackRetryTimer = setTimeout(() => {
               this.ackRetryTimer = null;
@@ -1106,11 +1117,16 @@ export class FileQueue extends EventEmitter<QueueEvents> {
     return keepOpen ? fd : -1;
   }
 
+  /**
+   * Delete the segments whose jobs are all acknowledged (in memory: every one of them finished,
+   * so none can be lost by deleting them, whether or not their acks reached the ack log yet)
+   * and that the prefetch has left. Never the active segment.
+   */
   private async deleteConsumedSegments(): Promise<void> {
     while (this.segments.length > 1) {
       const s0 = this.segments[0]!;
       const s1 = this.segments[1]!;
-      if (s1.firstId > this.persistedLwm || this.fetchSeg === s0) return;
+      if (s1.firstId > this.bitmap.lowWaterMark || this.fetchSeg === s0) return;
       if (this.cursorSeg === s0) await this.closeCursor();
       if (this.segments[0] !== s0) continue;
       this.segments.shift();

@@ -3,11 +3,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { MegaConfig, ListenAddress } from '../config/config.js';
 import { openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
-import { FileQueue } from '../queue/index.js';
+import { FileQueue, type QueueStats } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
 import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
-import { DeadLetterLog } from '../dispatch/dead-letter.js';
+import { DeadLetterLog, retryDeadLetters, type DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../dispatch/job.js';
 import { OutcomeKind } from '../dispatch/outcome.js';
 import { MegaServer } from './server.js';
@@ -29,13 +29,31 @@ export interface DaemonStatus {
   connections: number;
   templates: number;
   workers: number;
-  queue: { depth: number; inFlight: number; segments: number; bytes: number; oldestAgeSeconds: number | null };
+  queue: QueueSummary;
   sent: number;
   failed: number;
   failedByErrcode: Record<string, number>;
   retriesPending: number;
   running: number;
   token: { ageSeconds: number | null; fetches: number; error: string | null };
+}
+
+export interface QueueSummary {
+  depth: number;
+  inFlight: number;
+  oldestAgeSeconds: number | null;
+  segments: number;
+  bytes: number;
+}
+
+export function queueSummary(q: QueueStats, now = Date.now()): QueueSummary {
+  return {
+    depth: q.depth,
+    inFlight: q.inFlight,
+    segments: q.segments,
+    bytes: q.bytes,
+    oldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.round((now - q.oldestEnqueuedAt) / 1000),
+  };
 }
 
 /** Reads a pid file; returns the pid only if that process is alive. */
@@ -288,7 +306,6 @@ export class Daemon implements RequestHandler {
   }
 
   status(): DaemonStatus {
-    const q = this.queue.stats();
     const d = this.dispatcher.stats();
     const tokenAge = this.tokens.tokenAgeMs;
     return {
@@ -299,13 +316,7 @@ export class Daemon implements RequestHandler {
       connections: this.server.connectionCount,
       templates: this.cache.size,
       workers: this.pool.threads,
-      queue: {
-        depth: q.depth,
-        inFlight: q.inFlight,
-        segments: q.segments,
-        bytes: q.bytes,
-        oldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.round((Date.now() - q.oldestEnqueuedAt) / 1000),
-      },
+      queue: queueSummary(this.queue.stats()),
       sent: d.sent,
       failed: d.failed,
       failedByErrcode: d.failedByErrcode,
@@ -319,10 +330,19 @@ export class Daemon implements RequestHandler {
     };
   }
 
-  private async handleControl(request: { cmd: string }): Promise<unknown> {
+  private async handleControl(request: { cmd: string; [k: string]: unknown }): Promise<unknown> {
     switch (request.cmd) {
       case 'status':
         return this.status();
+      case 'queue':
+        return queueSummary(this.queue.stats());
+      case 'dlq-list':
+        return this.deadLetters.list();
+      case 'dlq-retry': {
+        const result = await retryDeadLetters(this.deadLetters, (p) => this.queue.append(p), request.selector as DeadLetterSelector);
+        this.logger.info({ retried: result.retried.length }, 'dead letters queued again');
+        return result;
+      }
       default:
         throw new MegaError(`unknown control command ${JSON.stringify(request.cmd)}`, 'MEGA_ERR_BAD_REQUEST');
     }

@@ -53,8 +53,10 @@ describe('mega CLI', () => {
     return { dir, configDir, port, pidFile: path.join(dir, 'wechat.pid'), logFile: path.join(dir, 'logs', 'mega.log') };
   }
 
-  it('daemonized start returns once the daemon listens; status, restart and stop work against it', async () => {
+  it('daemonized start returns once the daemon listens; status, restart and stop work against it', async (t) => {
     const env = await setup({ setting: { daemonize: 1 } });
+    // the daemon is not our child: make sure a failing assertion does not leave it running
+    t.after(() => runMega(['wechat', 'stop', '--config-dir', env.configDir]));
     const started = await runMega(['wechat', 'start', '--config-dir', env.configDir]);
     assert.equal(started.code, 0, started.stderr);
     assert.match(started.stdout, /started in the background \(pid \d+\)/);

@@ -3,7 +3,23 @@ import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
+import { after } from 'node:test';
 import { MEGA_BIN } from './paths.js';
+
+/**
+ * Every process a test file started. A failing test must not leave a daemon behind: that
+ * would keep the test file's process alive (its pipes) and leak into later tests, so the
+ * file's last hook kills whatever is still running.
+ */
+const live = new Set<ChildProcess>();
+function track(child: ChildProcess): ChildProcess {
+  live.add(child);
+  child.on('exit', () => live.delete(child));
+  return child;
+}
+after(() => {
+  for (const child of live) child.kill('SIGKILL');
+});
 
 export interface RunResult {
   code: number | null;
@@ -13,10 +29,12 @@ export interface RunResult {
 
 /** Runs `mega ...args` to completion. */
 export async function runMega(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
-  const child = spawn(process.execPath, [MEGA_BIN, ...args], {
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = track(
+    spawn(process.execPath, [MEGA_BIN, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   let stdout = '';
   let stderr = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -36,10 +54,12 @@ export interface Started {
 
 /** Spawns `mega ...args` and waits for a stdout line matching `ready`. */
 export function spawnMega(args: string[], ready: RegExp, options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Started> {
-  const child = spawn(process.execPath, [MEGA_BIN, ...args], {
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = track(
+    spawn(process.execPath, [MEGA_BIN, ...args], {
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   let out = '';
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -1,0 +1,97 @@
+import type { MegaConfig } from '../config/config.js';
+import { FileQueue } from '../queue/index.js';
+import { DeadLetterLog, retryDeadLetters, type DeadLetter, type DeadLetterSelector } from '../dispatch/dead-letter.js';
+import { controlRequest } from '../server/control.js';
+import { deadLetterFile, queueSummary, runningPid, type QueueSummary } from '../server/daemon.js';
+import { CliFailure, loadServiceConfig } from './service.js';
+
+/**
+ * `mega <name> queue` and `mega <name> dlq ...`. With the daemon running they go through its
+ * control socket (it owns the queue and the dead-letter log); with it stopped they open the
+ * files themselves, which is safe because no other process has them open.
+ */
+
+interface CommonOptions {
+  configDir?: string;
+  json?: boolean;
+}
+
+function say(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+async function withStoppedQueue<T>(config: MegaConfig, fn: (queue: FileQueue) => Promise<T>): Promise<T> {
+  const queue = await FileQueue.open({
+    dir: config.server.queueFilePath,
+    segmentSize: config.queue.segmentSize,
+    fsync: config.queue.fsync,
+    maxPayloadSize: config.setting.packageMaxLength + 4096,
+  });
+  try {
+    return await fn(queue);
+  } finally {
+    await queue.close();
+  }
+}
+
+function daemonCall(config: MegaConfig, request: { cmd: string; [k: string]: unknown }): Promise<unknown> {
+  return controlRequest(config.server.controlSocket, request, 30000).catch((err: unknown) => {
+    throw new CliFailure(`${config.name} does not answer on ${config.server.controlSocket}: ${err instanceof Error ? err.message : String(err)}`);
+  });
+}
+
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+export async function queueInfo(name: string, options: CommonOptions): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const running = runningPid(config.server.pidFile) !== undefined;
+  const summary = running
+    ? ((await daemonCall(config, { cmd: 'queue' })) as QueueSummary)
+    : await withStoppedQueue(config, async (q) => queueSummary(q.stats()));
+  if (options.json) return say(JSON.stringify({ running, ...summary }, null, 2));
+  say(
+    [
+      `queue of ${name} (${config.server.queueFilePath})${running ? '' : ', daemon not running'}`,
+      `  depth:       ${summary.depth}${running ? ` (${summary.inFlight} in flight)` : ''}`,
+      `  oldest job:  ${summary.oldestAgeSeconds === null ? '-' : `${summary.oldestAgeSeconds} s old`}`,
+      `  segments:    ${summary.segments}`,
+      `  disk use:    ${formatBytes(summary.bytes)}`,
+    ].join('\n'),
+  );
+}
+
+export async function dlqList(name: string, options: CommonOptions): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const entries =
+    runningPid(config.server.pidFile) !== undefined
+      ? ((await daemonCall(config, { cmd: 'dlq-list' })) as DeadLetter[])
+      : new DeadLetterLog(deadLetterFile(config)).list();
+  if (options.json) return say(JSON.stringify(entries, null, 2));
+  if (entries.length === 0) return say('no dead letters');
+  say(['id', 'time', 'openid', 'key', 'errcode', 'attempts', 'errmsg'].join('\t'));
+  for (const e of entries) say([e.id, e.time, e.openid, e.key, e.errcode, e.attempts, e.errmsg].join('\t'));
+  say(`${entries.length} dead letter(s); retry with: mega ${name} dlq retry --all | <id>`);
+}
+
+export async function dlqRetry(name: string, id: string | undefined, options: CommonOptions & { all?: boolean }): Promise<void> {
+  if (Boolean(options.all) === (id !== undefined)) throw new CliFailure('dlq retry needs either --all or one job id');
+  let selector: DeadLetterSelector;
+  if (options.all) {
+    selector = { all: true };
+  } else {
+    const n = Number(id);
+    if (!Number.isSafeInteger(n) || n < 1) throw new CliFailure(`job id must be a positive integer, got ${JSON.stringify(id)}`);
+    selector = { ids: [n] };
+  }
+  const config = loadServiceConfig(name, options.configDir);
+  const result =
+    runningPid(config.server.pidFile) !== undefined
+      ? ((await daemonCall(config, { cmd: 'dlq-retry', selector })) as { retried: DeadLetter[]; missing: number[] })
+      : await withStoppedQueue(config, (q) => retryDeadLetters(new DeadLetterLog(deadLetterFile(config)), (p) => q.append(p), selector));
+  say(`${result.retried.length} dead letter(s) queued again`);
+  if (result.missing.length > 0) throw new CliFailure(`no dead letter with id ${result.missing.join(', ')}`);
+}
