@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
-import { CliFailure, restart, start, status, stop } from './service.js';
+import { CliFailure, restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
 import { main as simulatorMain } from '../wechat/simulator-main.js';
 
@@ -38,6 +38,11 @@ function serviceProgram(name: string): Command {
     .option('--json', 'print the status as JSON')
     .action((o: { configDir?: string; json?: boolean }) => status(name, o));
   program
+    .command('resume')
+    .description('resume dispatch now after the daily quota (45009) paused it')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((o: { configDir?: string }) => resume(name, o));
+  program
     .command('queue')
     .description('queue depth, oldest job age, segment count and disk use')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
@@ -61,7 +66,7 @@ function serviceProgram(name: string): Command {
 
 function rootProgram(): Command {
   const program = new Command('mega')
-    .usage('<name> start|stop|restart|status|queue|dlq [options]\n       mega simulator [options]')
+    .usage('<name> start|stop|restart|status|resume|queue|dlq [options]\n       mega simulator [options]')
     .description('Mega-WeChat: a daemon that queues and sends WeChat template messages.\n<name> selects config/<name>.ini.')
     .exitOverride()
     .showHelpAfterError();

@@ -194,9 +194,21 @@ function formatStatus(s: DaemonStatus): string {
     `  failed:           ${s.failed}${failed ? ` (${failed})` : ''}`,
     `  retries pending:  ${s.retriesPending}`,
     `  running calls:    ${s.running}`,
+    `  send rate:        ${s.sendRate}/s`,
+    `  dispatch:         ${s.paused ? `PAUSED (${s.paused.reason}) since ${s.paused.since}: ${s.paused.detail}` : 'running'}`,
+    `  daily quota:      ${s.quota ? `${s.quota.remain} of ${s.quota.dailyLimit} left` : 'unknown'}`,
     `  access token:     ${s.token.ageSeconds === null ? 'none yet' : `${s.token.ageSeconds} s old`}, ${s.token.fetches} fetches${s.token.error ? `; ERROR: ${s.token.error}` : ''}`,
   ];
   return lines.join('\n');
+}
+
+/** `mega <name> resume`: ends a daily-quota pause now instead of at the next probe. */
+export async function resume(name: string, options: { configDir?: string }): Promise<void> {
+  const config = loadServiceConfig(name, options.configDir);
+  const pid = runningPid(config.server.pidFile);
+  if (pid === undefined) throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
+  const answer = (await controlRequest(config.server.controlSocket, { cmd: 'resume' })) as { resumed: boolean };
+  say(answer.resumed ? `${name}: dispatch resumed` : `${name}: dispatch was not paused`);
 }
 
 /** `mega <name> status`: exits 3 when the daemon is not running. */

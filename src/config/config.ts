@@ -71,6 +71,10 @@ export interface MegaConfig {
     retryBaseMs: number;
     /** @defaultValue 5 */
     retryMax: number;
+    /** Seconds between probe messages while the daily quota is used up. @defaultValue 600 */
+    quotaRetryInterval: number;
+    /** Messages per second for the whole daemon; 0 = unlimited. @defaultValue 0 */
+    rateLimit: number;
   };
   queue: {
     /** @defaultValue always */
@@ -112,7 +116,17 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   server: ['listen', 'table_size', 'template_size', 'queue_file_path', 'pid_file', 'control_socket', 'shutdown_timeout'],
   setting: ['task_worker_num', 'task_concurrency', 'package_max_length', 'daemonize'],
   pdo: ['dsn', 'username', 'password', 'table_prefix'],
-  wechat: ['app_id', 'app_secret', 'api_base', 'token_endpoint', 'timeout_ms', 'retry_base_ms', 'retry_max'],
+  wechat: [
+    'app_id',
+    'app_secret',
+    'api_base',
+    'token_endpoint',
+    'timeout_ms',
+    'retry_base_ms',
+    'retry_max',
+    'quota_retry_interval',
+    'rate_limit',
+  ],
   queue: ['fsync', 'segment_size'],
   log: ['log_file', 'log_level', 'log_prefix'],
 };
@@ -346,6 +360,8 @@ export function parseConfig(name: string, file: string, text: string): MegaConfi
       timeoutMs: wechat.int('timeout_ms', 10000, 100, 600000),
       retryBaseMs: wechat.int('retry_base_ms', 1000, 1, 3600000),
       retryMax: wechat.int('retry_max', 5, 0, 100),
+      quotaRetryInterval: wechat.int('quota_retry_interval', 600, 1, 86400),
+      rateLimit: wechat.int('rate_limit', 0, 0, 1_000_000),
     },
     queue: {
       fsync: queue.oneOf('fsync', 'always', ['always', 'none'] as const),

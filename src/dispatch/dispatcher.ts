@@ -7,6 +7,7 @@ import type { TokenManager } from '../wechat/token-manager.js';
 import { OutcomeKind, type JobOutcome } from './outcome.js';
 import { decodeJobRecord } from './job.js';
 import type { DeadLetter, DeadLetterLog } from './dead-letter.js';
+import { RateLimiter, RateMeter } from './rate.js';
 
 export interface DispatcherOptions {
   queue: FileQueue;
@@ -32,6 +33,18 @@ export interface DispatcherOptions {
    * for (its client left, or it was queued before a restart) is dead-lettered like a Push.
    */
   isAwaited?: (replyKey: string) => boolean;
+  /** Messages per second for the whole daemon, 0 = unlimited. @defaultValue 0 */
+  rateLimit?: number;
+  /** While the daily quota is used up (45009): ms between probe messages. @defaultValue 600000 */
+  quotaRetryIntervalMs?: number;
+}
+
+/** Why dispatch is on hold. */
+export interface PauseState {
+  reason: 'quota' | 'token';
+  /** ISO time the hold began */
+  since: string;
+  detail: string;
 }
 
 /** A job taken from the queue and not yet finished. */
@@ -58,6 +71,9 @@ export interface DispatcherStats {
   retriesPending: number;
   running: number;
   tokenError: string | undefined;
+  paused: PauseState | null;
+  /** Messages delivered per second, over the last few seconds. */
+  sendRate: number;
 }
 
 /**
@@ -75,6 +91,16 @@ export class Dispatcher extends EventEmitter {
   private stopped = false;
   private tokenWait: NodeJS.Timeout | undefined;
   private tokenError: string | undefined;
+  private tokenErrorSince = '';
+  /** Set while the daily quota is used up: only one probe job at a time is dispatched. */
+  private quotaPause: PauseState | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probeDue = false;
+  private probeId: number | undefined;
+  private rateTimer: NodeJS.Timeout | undefined;
+  private readonly limiter: RateLimiter;
+  private readonly sendRate = new RateMeter();
+  private readonly quotaRetryIntervalMs: number;
   private sent = 0;
   private failed = 0;
   private readonly failedByErrcode: Record<string, number> = {};
@@ -91,6 +117,8 @@ export class Dispatcher extends EventEmitter {
     this.retryCapMs = options.retryCapMs ?? 60000;
     this.holdFactor = options.holdFactor ?? 4;
     this.random = options.random ?? Math.random;
+    this.limiter = new RateLimiter(options.rateLimit ?? 0, Date.now());
+    this.quotaRetryIntervalMs = options.quotaRetryIntervalMs ?? 600000;
     options.pool.on('outcomes', (outcomes: JobOutcome[]) => this.onOutcomes(outcomes));
   }
 
@@ -107,7 +135,47 @@ export class Dispatcher extends EventEmitter {
       retriesPending: this.retryTimers.size + this.retryReady.length,
       running: this.options.pool.inFlight,
       tokenError: this.tokenError,
+      paused:
+        this.quotaPause ??
+        (this.tokenError ? { reason: 'token', since: this.tokenErrorSince, detail: this.tokenError } : null),
+      sendRate: Math.round(this.sendRate.perSecond(Date.now()) * 10) / 10,
     };
+  }
+
+  /** Ends a quota pause now (`mega <name> resume`); returns whether dispatch was paused. */
+  resume(): boolean {
+    if (!this.quotaPause) return false;
+    this.options.logger.info('dispatch resumed by request');
+    this.endQuotaPause();
+    return true;
+  }
+
+  private endQuotaPause(): void {
+    this.quotaPause = undefined;
+    this.probeDue = false;
+    this.probeId = undefined;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = undefined;
+    this.pump();
+  }
+
+  private startQuotaPause(detail: string): void {
+    if (this.quotaPause) return;
+    this.quotaPause = { reason: 'quota', since: new Date().toISOString(), detail };
+    this.options.logger.warn(
+      { probeEverySeconds: this.quotaRetryIntervalMs / 1000 },
+      'daily quota reached (45009): dispatch paused, every job kept; probing with one message at a time',
+    );
+    this.scheduleProbe();
+  }
+
+  private scheduleProbe(): void {
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = undefined;
+      this.probeDue = true;
+      this.pump();
+    }, this.quotaRetryIntervalMs);
   }
 
   /** Hands out as many jobs as the pool has room for. Safe to call at any time. */
@@ -129,7 +197,8 @@ export class Dispatcher extends EventEmitter {
   private async fill(): Promise<void> {
     const { pool, queue, tokens, logger } = this.options;
     for (;;) {
-      if (this.stopped || this.tokenWait) return;
+      if (this.stopped || this.tokenWait || this.rateTimer) return;
+      if (this.quotaPause && !this.probeDue) return;
       const free = pool.free;
       const room = pool.capacity * this.holdFactor - this.held.size;
       if (free === 0 || (this.retryReady.length === 0 && room <= 0)) return;
@@ -144,6 +213,7 @@ export class Dispatcher extends EventEmitter {
         // Without a token every call would fail: keep the jobs queued and try again later.
         const message = err instanceof Error ? err.message : String(err);
         if (this.tokenError !== message) logger.error({ err }, 'cannot get an access token; dispatch waits');
+        if (!this.tokenError) this.tokenErrorSince = new Date().toISOString();
         this.tokenError = message;
         this.tokenWait = setTimeout(() => {
           this.tokenWait = undefined;
@@ -154,7 +224,16 @@ export class Dispatcher extends EventEmitter {
       if (this.stopped) return;
 
       const batch: JobMessage[] = [];
-      const nowFree = pool.free;
+      let nowFree = pool.free;
+      if (this.quotaPause) nowFree = Math.min(nowFree, 1);
+      nowFree = this.limiter.take(nowFree, Date.now());
+      if (nowFree === 0) {
+        this.rateTimer = setTimeout(() => {
+          this.rateTimer = undefined;
+          this.pump();
+        }, this.limiter.waitMs());
+        return;
+      }
       while (batch.length < nowFree && this.retryReady.length > 0) batch.push(this.retryReady.shift()!.message);
       const fromQueue = Math.min(nowFree - batch.length, pool.capacity * this.holdFactor - this.held.size);
       if (fromQueue > 0) {
@@ -165,6 +244,10 @@ export class Dispatcher extends EventEmitter {
         }
       }
       if (batch.length === 0) return;
+      if (this.quotaPause) {
+        this.probeDue = false;
+        this.probeId = batch[0]!.id;
+      }
       pool.run(batch, token);
     }
   }
@@ -175,6 +258,18 @@ export class Dispatcher extends EventEmitter {
     for (const outcome of outcomes) {
       const job = this.held.get(outcome.id);
       if (!job) continue;
+      if (outcome.id === this.probeId) {
+        this.probeId = undefined;
+        // Any answer but 45009 means the quota is back; no answer at all tells nothing.
+        if (outcome.kind === OutcomeKind.Quota || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
+          this.scheduleProbe();
+        } else {
+          this.options.logger.info('daily quota available again: dispatch resumes');
+          this.quotaPause = undefined;
+          if (this.probeTimer) clearTimeout(this.probeTimer);
+          this.probeTimer = undefined;
+        }
+      }
       switch (outcome.kind) {
         case OutcomeKind.Ok:
           finished.push({ outcome, job });
@@ -191,8 +286,12 @@ export class Dispatcher extends EventEmitter {
             finished.push({ outcome: { ...outcome, kind: OutcomeKind.Failed }, job });
           }
           break;
-        case OutcomeKind.Retry:
         case OutcomeKind.Quota:
+          // Not the job's fault: it keeps its place (front of the line) and its attempt count.
+          this.retryReady.unshift(job);
+          this.startQuotaPause(outcome.errmsg ?? 'daily quota reached');
+          break;
+        case OutcomeKind.Retry:
           job.attempts++;
           if (job.attempts > this.retryMax) {
             finished.push({ outcome: this.giveUp(outcome, job), job });
@@ -222,6 +321,7 @@ export class Dispatcher extends EventEmitter {
       this.options.queue.ack(outcome.id);
       if (outcome.kind === OutcomeKind.Ok) {
         this.sent++;
+        this.sendRate.record(1, Date.now());
       } else {
         this.failed++;
         const code = String(outcome.errcode ?? 'transport');
@@ -288,6 +388,8 @@ export class Dispatcher extends EventEmitter {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     if (this.tokenWait) clearTimeout(this.tokenWait);
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    if (this.rateTimer) clearTimeout(this.rateTimer);
     for (const t of this.retryTimers) clearTimeout(t);
     this.retryTimers.clear();
     if (this.options.pool.inFlight === 0) return;

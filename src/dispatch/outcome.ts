@@ -38,12 +38,13 @@ export interface JobOutcome {
 
 /**
  * SPEC §5: 0 delivered; 40001/40014/42001 refresh the token and retry once; -1 retry with
- * backoff; 45009 stop dispatching and keep the job; anything else fails for good.
+ * backoff; 43117 (too frequent for this openid) retry that message later, with backoff;
+ * 45009 stop dispatching and keep the job; anything else fails for good.
  */
 export function classifyErrcode(errcode: number): OutcomeKind {
   if (errcode === ERRCODE.OK) return OutcomeKind.Ok;
   if (isTokenErrcode(errcode)) return OutcomeKind.TokenRejected;
-  if (errcode === ERRCODE.SYSTEM_ERROR) return OutcomeKind.Retry;
+  if (errcode === ERRCODE.SYSTEM_ERROR || errcode === ERRCODE.TOO_FREQUENT_FOR_USER) return OutcomeKind.Retry;
   if (errcode === ERRCODE.DAILY_QUOTA_REACHED) return OutcomeKind.Quota;
   return OutcomeKind.Failed;
 }

@@ -6,7 +6,7 @@ import { openTemplateStore, TemplateCache, type TemplateStore } from '../templat
 import { FileQueue, type QueueStats } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
-import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
+import { Dispatcher, type PauseState, type Settlement } from '../dispatch/dispatcher.js';
 import { DeadLetterLog, retryDeadLetters, type DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../dispatch/job.js';
 import { OutcomeKind } from '../dispatch/outcome.js';
@@ -35,7 +35,13 @@ export interface DaemonStatus {
   failedByErrcode: Record<string, number>;
   retriesPending: number;
   running: number;
+  /** Messages delivered per second over the last seconds. */
+  sendRate: number;
+  /** null while dispatching; why not otherwise. */
+  paused: PauseState | null;
   token: { ageSeconds: number | null; fetches: number; error: string | null };
+  /** The account's daily quota for template/send, where quota/get answers it. */
+  quota: { dailyLimit: number; used: number; remain: number } | null;
 }
 
 export interface QueueSummary {
@@ -197,6 +203,8 @@ export class Daemon implements RequestHandler {
       logger,
       retryBaseMs: config.wechat.retryBaseMs,
       retryMax: config.wechat.retryMax,
+      rateLimit: config.wechat.rateLimit,
+      quotaRetryIntervalMs: config.wechat.quotaRetryInterval * 1000,
       isAwaited: (replyKey) => daemon?.isAwaited(replyKey) ?? false,
     });
 
@@ -305,7 +313,24 @@ export class Daemon implements RequestHandler {
     return { code: ResultCode.OK, message: '' };
   }
 
-  status(): DaemonStatus {
+  /** quota/get is itself rate-limited by WeChat, so its answer is kept for a minute. */
+  private quotaCache: { at: number; value: DaemonStatus['quota'] } | undefined;
+
+  private async quota(): Promise<DaemonStatus['quota']> {
+    if (this.quotaCache && Date.now() - this.quotaCache.at < 60000) return this.quotaCache.value;
+    let value: DaemonStatus['quota'] = null;
+    try {
+      const ask = this.tokens.get().then((token) => this.tokenClient.quota(token));
+      const answer = await Promise.race([ask, new Promise<never>((_, reject) => setTimeout(reject, 2000).unref())]);
+      value = answer.errcode === 0 && answer.quota ? answer.quota : null;
+    } catch {
+      value = null; // not available to this account, or WeChat unreachable: status says so
+    }
+    this.quotaCache = { at: Date.now(), value };
+    return value;
+  }
+
+  async status(): Promise<DaemonStatus> {
     const d = this.dispatcher.stats();
     const tokenAge = this.tokens.tokenAgeMs;
     return {
@@ -322,6 +347,9 @@ export class Daemon implements RequestHandler {
       failedByErrcode: d.failedByErrcode,
       retriesPending: d.retriesPending,
       running: d.running,
+      sendRate: d.sendRate,
+      paused: d.paused,
+      quota: await this.quota(),
       token: {
         ageSeconds: tokenAge === undefined ? null : Math.round(tokenAge / 1000),
         fetches: this.tokens.fetches,
@@ -336,6 +364,8 @@ export class Daemon implements RequestHandler {
         return this.status();
       case 'queue':
         return queueSummary(this.queue.stats());
+      case 'resume':
+        return { resumed: this.dispatcher.resume() };
       case 'dlq-list':
         return this.deadLetters.list();
       case 'dlq-retry': {

@@ -47,6 +47,7 @@ describe('errcode classification', () => {
     assert.equal(classifyErrcode(0), OutcomeKind.Ok);
     for (const c of [40001, 40014, 42001]) assert.equal(classifyErrcode(c), OutcomeKind.TokenRejected);
     assert.equal(classifyErrcode(-1), OutcomeKind.Retry);
+    assert.equal(classifyErrcode(43117), OutcomeKind.Retry);
     assert.equal(classifyErrcode(45009), OutcomeKind.Quota);
     for (const c of [43004, 40003, 40037, 47003, 48001, 43101, 43019, 43116, 99999]) assert.equal(classifyErrcode(c), OutcomeKind.Failed);
   });
