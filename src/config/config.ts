@@ -39,6 +39,19 @@ export interface MegaConfig {
     controlSocket: string;
     /** Seconds `stop` lets in-flight WeChat calls finish before exiting. @defaultValue 10 */
     shutdownTimeout: number;
+    /** Connections served at once; more are answered 503 and closed. @defaultValue 1024 */
+    maxConnections: number;
+    /** Seconds a connection with nothing pending may stay silent; 0 = forever. @defaultValue 300 */
+    idleTimeout: number;
+    /** Seconds a started frame has to arrive completely. @defaultValue 30 */
+    frameTimeout: number;
+    /**
+     * When set, a connection must first send `auth <token>`. From `MEGA_AUTH_TOKEN`, else the
+     * ini. @defaultValue none (no authentication)
+     */
+    authToken: string | undefined;
+    /** TLS on every listen address when both are set (PEM files). */
+    tls: { cert: string; key: string; ca: string | undefined } | undefined;
   };
   setting: {
     /** Number of `worker_threads` task workers. @defaultValue 8 */
@@ -113,7 +126,22 @@ export const IGNORED_KEYS: Record<string, readonly string[]> = {
 };
 
 const KNOWN_KEYS: Record<string, readonly string[]> = {
-  server: ['listen', 'table_size', 'template_size', 'queue_file_path', 'pid_file', 'control_socket', 'shutdown_timeout'],
+  server: [
+    'listen',
+    'table_size',
+    'template_size',
+    'queue_file_path',
+    'pid_file',
+    'control_socket',
+    'shutdown_timeout',
+    'max_connections',
+    'idle_timeout',
+    'frame_timeout',
+    'auth_token',
+    'tls_cert',
+    'tls_key',
+    'tls_ca',
+  ],
   setting: ['task_worker_num', 'task_concurrency', 'package_max_length', 'daemonize'],
   pdo: ['dsn', 'username', 'password', 'table_prefix'],
   wechat: [
@@ -132,7 +160,17 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
 };
 
 /** Keys whose values must never be echoed back in an error message. */
-const SECRET_KEYS = new Set(['password', 'app_secret']);
+const SECRET_KEYS = new Set(['password', 'app_secret', 'auth_token']);
+
+/**
+ * Secrets may come from the environment instead of the ini file (which then need not hold
+ * them at all); the environment wins when both are set.
+ */
+export const SECRET_ENV = {
+  appSecret: 'MEGA_APP_SECRET',
+  pdoPassword: 'MEGA_PDO_PASSWORD',
+  authToken: 'MEGA_AUTH_TOKEN',
+} as const;
 
 const LOG_LEVELS: Record<string, LogLevel> = {
   trace: 'trace',
@@ -183,10 +221,10 @@ class SectionReader {
     return value.trim();
   }
 
-  required(key: string): string {
+  required(key: string, alternative?: string): string {
     const value = this.string(key);
     if (value === undefined || value === '') {
-      throw new ConfigError(`${this.where(key)} is required`);
+      throw new ConfigError(`${this.where(key)} is required${alternative ? ` (or set ${alternative})` : ''}`);
     }
     return value;
   }
@@ -258,7 +296,7 @@ export function configFilePath(name: string, configDir: string): string {
 }
 
 /** Reads and validates `<configDir>/<name>.ini`. Throws ConfigError naming the bad key. */
-export function loadConfig(name: string, configDir: string): MegaConfig {
+export function loadConfig(name: string, configDir: string, env: NodeJS.ProcessEnv = process.env): MegaConfig {
   const file = configFilePath(name, configDir);
   let text: string;
   try {
@@ -267,10 +305,10 @@ export function loadConfig(name: string, configDir: string): MegaConfig {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ConfigError(`cannot read config file ${file}: ${code ?? String(err)}`);
   }
-  return parseConfig(name, file, text);
+  return parseConfig(name, file, text, env);
 }
 
-export function parseConfig(name: string, file: string, text: string): MegaConfig {
+export function parseConfig(name: string, file: string, text: string, env: NodeJS.ProcessEnv = {}): MegaConfig {
   const parsed = ini.parse(text) as Record<string, unknown>;
   const baseDir = path.dirname(file);
 
@@ -323,6 +361,22 @@ export function parseConfig(name: string, file: string, text: string): MegaConfi
     throw new ConfigError(`[pdo] dsn must start with sqlite: or mysql:, got ${JSON.stringify(dsn.split(';')[0])}`);
   }
 
+  const fromEnv = (key: keyof typeof SECRET_ENV): string | undefined => {
+    const value = env[SECRET_ENV[key]];
+    return value === undefined || value === '' ? undefined : value;
+  };
+
+  const tlsCert = server.string('tls_cert');
+  const tlsKey = server.string('tls_key');
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) {
+    throw new ConfigError(`[server] ${tlsCert ? 'tls_key' : 'tls_cert'} is required when [server] ${tlsCert ? 'tls_cert' : 'tls_key'} is set`);
+  }
+  const tlsCa = server.string('tls_ca');
+  if (tlsCa && !tlsCert) throw new ConfigError('[server] tls_ca needs [server] tls_cert and tls_key');
+  const tls = tlsCert && tlsKey
+    ? { cert: path.resolve(baseDir, tlsCert), key: path.resolve(baseDir, tlsKey), ca: tlsCa ? path.resolve(baseDir, tlsCa) : undefined }
+    : undefined;
+
   const tablePrefix = pdo.string('table_prefix', 'mega_');
   if (!/^[A-Za-z0-9_]*$/.test(tablePrefix)) {
     throw new ConfigError(`[pdo] table_prefix may hold only letters, digits and _, got ${JSON.stringify(tablePrefix)}`);
@@ -339,6 +393,11 @@ export function parseConfig(name: string, file: string, text: string): MegaConfi
       pidFile,
       controlSocket: server.path('control_socket', pidFile.replace(/\.pid$/, '') + '.sock'),
       shutdownTimeout: server.int('shutdown_timeout', 10, 0, 3600),
+      maxConnections: server.int('max_connections', 1024, 1, 1_000_000),
+      idleTimeout: server.int('idle_timeout', 300, 0, 86400),
+      frameTimeout: server.int('frame_timeout', 30, 1, 3600),
+      authToken: fromEnv('authToken') ?? (server.string('auth_token') || undefined),
+      tls,
     },
     setting: {
       taskWorkerNum: setting.int('task_worker_num', 8, 1, 256),
@@ -349,12 +408,12 @@ export function parseConfig(name: string, file: string, text: string): MegaConfi
     pdo: {
       dsn,
       username: pdo.string('username'),
-      password: pdo.string('password'),
+      password: fromEnv('pdoPassword') ?? pdo.string('password'),
       tablePrefix,
     },
     wechat: {
       appId: wechat.required('app_id'),
-      appSecret: wechat.required('app_secret'),
+      appSecret: fromEnv('appSecret') ?? wechat.required('app_secret', SECRET_ENV.appSecret),
       apiBase,
       tokenEndpoint: wechat.oneOf('token_endpoint', 'stable', ['stable', 'token'] as const),
       timeoutMs: wechat.int('timeout_ms', 10000, 100, 600000),

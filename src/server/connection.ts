@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   FrameDecoder,
@@ -50,6 +51,25 @@ interface OrderedSlot {
   frame?: Buffer;
 }
 
+/** Per-connection limits and authentication, from `[server]`. */
+export interface ConnectionOptions {
+  /** `[setting] package_max_length` */
+  maxFrameLength: number;
+  /** `[server] auth_token`: when set, the first frame must be `auth <token>`. */
+  authToken?: string;
+  /** ms a connection with nothing pending may stay silent; 0 = no limit. */
+  idleTimeoutMs: number;
+  /** ms a started frame has to arrive completely. */
+  frameTimeoutMs: number;
+}
+
+/** Compares digests, so neither the length nor the content of the token leaks through timing. */
+function tokenMatches(expected: string, given: string): boolean {
+  const a = createHash('sha256').update(expected).digest();
+  const b = createHash('sha256').update(given).digest();
+  return timingSafeEqual(a, b);
+}
+
 /**
  * One client connection. The decoder is fed whatever the socket delivers; Push and TSet
  * results are written in request order (a slot is reserved when the request arrives and
@@ -62,17 +82,34 @@ export class Connection {
   /** After a fatal protocol error: no more frames are read, the socket ends once results are out. */
   private closing = false;
   private closed = false;
+  private authenticated: boolean;
+  /** Running while a frame has started but not fully arrived. */
+  private frameTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socket: Socket,
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
-    maxLength: number,
+    private readonly options: ConnectionOptions,
   ) {
-    this.decoder = new FrameDecoder({ maxLength });
+    this.decoder = new FrameDecoder({ maxLength: options.maxFrameLength });
+    this.authenticated = !options.authToken;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.logger.debug({ err, remote: this.remote }, 'client socket error'));
     socket.on('close', () => this.onClose());
+    // A client that sends but never reads: stop reading its requests until it has read our answers.
+    socket.on('drain', () => {
+      if (!this.closing) socket.resume();
+    });
+    if (options.idleTimeoutMs > 0) {
+      socket.setTimeout(options.idleTimeoutMs);
+      socket.on('timeout', () => {
+        if (this.ordered.length === 0 && this.forgetReplies.size === 0 && this.decoder.bufferedBytes === 0) {
+          this.logger.debug({ remote: this.remote }, 'closing idle client connection');
+          socket.destroy();
+        }
+      });
+    }
   }
 
   get remote(): string {
@@ -97,9 +134,41 @@ export class Connection {
       if (this.closing) break;
       this.onFrame(frame);
     }
+    this.watchPartialFrame();
+  }
+
+  /** A frame that never completes would hold its bytes forever: give it `frame_timeout`. */
+  private watchPartialFrame(): void {
+    if (this.decoder.bufferedBytes === 0 || this.closing) {
+      if (this.frameTimer) clearTimeout(this.frameTimer);
+      this.frameTimer = undefined;
+    } else if (!this.frameTimer) {
+      this.frameTimer = setTimeout(() => {
+        this.logger.warn({ remote: this.remote, bytes: this.decoder.bufferedBytes }, 'incomplete frame timed out; closing the connection');
+        this.socket.destroy();
+      }, this.options.frameTimeoutMs);
+    }
+  }
+
+  /** `auth <token>`: the only frame an unauthenticated connection may send. */
+  private onAuth(frame: Frame): void {
+    const words = frame.header.split(' ');
+    const given = words.length === 2 && frame.body === null ? words[1]! : '';
+    if (!this.options.authToken || tokenMatches(this.options.authToken, given)) {
+      this.authenticated = true;
+      this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.OK, message: '' }));
+    } else {
+      this.logger.warn({ remote: this.remote }, 'authentication failed');
+      this.fatal(ResultCode.UNAUTHORIZED, 'authentication failed', frame.opaque);
+    }
   }
 
   private onFrame(frame: Frame): void {
+    if (frame.header === 'auth' || frame.header.startsWith('auth ')) return this.onAuth(frame);
+    if (!this.authenticated) {
+      this.fatal(ResultCode.UNAUTHORIZED, 'authentication required: send auth <token> first', frame.opaque);
+      return;
+    }
     let request: Request;
     try {
       request = parseRequest(frame);
@@ -182,11 +251,13 @@ export class Connection {
   }
 
   private write(frame: Buffer): void {
-    if (!this.closed && !this.socket.destroyed && this.socket.writable) this.socket.write(frame);
+    if (this.closed || this.socket.destroyed || !this.socket.writable) return;
+    if (!this.socket.write(frame)) this.socket.pause();
   }
 
   private onClose(): void {
     this.closed = true;
+    if (this.frameTimer) clearTimeout(this.frameTimer);
     for (const forget of this.forgetReplies) forget();
     this.forgetReplies.clear();
   }
@@ -199,5 +270,9 @@ export class Connection {
 
   destroy(): void {
     this.socket.destroy();
+  }
+
+  get destroyed(): boolean {
+    return this.socket.destroyed;
   }
 }

@@ -220,7 +220,14 @@ export class Daemon implements RequestHandler {
       listen: config.server.listen,
       handler,
       logger,
-      maxFrameLength: config.setting.packageMaxLength,
+      maxConnections: config.server.maxConnections,
+      tls: config.server.tls,
+      connection: {
+        maxFrameLength: config.setting.packageMaxLength,
+        authToken: config.server.authToken,
+        idleTimeoutMs: config.server.idleTimeout * 1000,
+        frameTimeoutMs: config.server.frameTimeout * 1000,
+      },
     });
     const addresses = await step('listen', () => server.listen());
     cleanups.push(() => server.close());

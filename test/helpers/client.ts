@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { once } from 'node:events';
 import { FrameDecoder, parseResult, type Result } from '../../src/protocol/index.js';
 
@@ -27,6 +28,12 @@ export class RawClient {
   static async connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
     const socket = net.connect({ port, host });
     await once(socket, 'connect');
+    return new RawClient(socket);
+  }
+
+  static async connectTls(port: number, options: tls.ConnectionOptions): Promise<RawClient> {
+    const socket = tls.connect({ port, host: '127.0.0.1', ...options });
+    await once(socket, 'secureConnect');
     return new RawClient(socket);
   }
 

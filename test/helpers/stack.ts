@@ -59,6 +59,8 @@ export interface StackOptions {
   ini?: IniSections;
   simulator?: SimulatorHandle;
   name?: string;
+  /** Extra environment for the daemon process. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface Stack {
@@ -113,7 +115,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const sim = options.simulator ?? (await startSimulator(['--app-id', APP_ID, '--app-secret', APP_SECRET]));
   await putTemplates(dbFile, options.templates ?? {});
   writeIni(configDir, name, merge(baseIni(dir, dbFile, sim.url), options.ini));
-  const started = await spawnMega([name, 'start', '--foreground', '--config-dir', configDir], /listening on [^:\s]+:(\d+)/);
+  const started = await spawnMega([name, 'start', '--foreground', '--config-dir', configDir], /listening on [^:\s]+:(\d+)/, { env: options.env });
   const port = Number(started.match[1]);
   return {
     dir,
