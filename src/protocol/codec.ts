@@ -83,10 +83,11 @@ export function decodeFrame(buf: Buffer): Frame {
  * chunks are never reused). A frame split across chunks is assembled in a buffer of
  * its own. Either way a returned body stays valid whatever is pushed later.
  *
- * Once `push` has thrown, the stream has lost its framing and cannot be resynchronised:
- * the decoder drops what it held and every later `push` rethrows the same error. The
- * frames completed earlier in the failing chunk are discarded too; none of them has been
- * answered, so the client sees them as unacknowledged when the connection closes.
+ * Once bad bytes are met, the stream has lost its framing and cannot be resynchronised:
+ * the decoder drops what it held and every later `push` throws the same error. Frames
+ * completed earlier in the same chunk are still returned (so they are answered exactly as if
+ * the chunk had been split before the bad bytes), and `error` then holds the error: check it
+ * after handling them. A chunk with no complete frame before the bad bytes throws at once.
  */
 export class FrameDecoder {
   readonly maxLength: number;
@@ -121,32 +122,39 @@ export class FrameDecoder {
    */
   push(chunk: Buffer): Frame[] {
     if (this.#failed) throw this.#error;
+    const frames: Frame[] = [];
     try {
-      return this.#push(chunk);
+      this.#push(chunk, frames);
+      return frames;
     } catch (err) {
       this.#failed = true;
       this.#error = err;
       this.#acc = EMPTY;
       this.#accLength = 0;
-      throw err;
+      if (frames.length === 0) throw err;
+      return frames;
     }
   }
 
-  #push(chunk: Buffer): Frame[] {
-    const frames: Frame[] = [];
+  /** The error that ended the stream, once met (possibly by a `push` that returned frames). */
+  get error(): Error | undefined {
+    return this.#failed ? (this.#error as Error) : undefined;
+  }
+
+  #push(chunk: Buffer, frames: Frame[]): void {
     let offset = 0;
 
     if (this.#accLength > 0) {
       if (this.#frameLength < 0) {
         offset = Math.min(4 - this.#accLength, chunk.length);
         this.#append(chunk, 0, offset);
-        if (this.#accLength < 4) return frames;
+        if (this.#accLength < 4) return;
         this.#frameLength = this.#checkPackLength(this.#acc.readUInt32BE(0));
       }
       const take = Math.min(this.#frameLength - this.#accLength, chunk.length - offset);
       this.#append(chunk, offset, offset + take);
       offset += take;
-      if (this.#accLength < this.#frameLength) return frames;
+      if (this.#accLength < this.#frameLength) return;
       // #acc is exactly #frameLength long (capacity is capped there) and is never written again.
       frames.push(decodeAt(this.#acc, 0, this.#frameLength));
       this.#acc = EMPTY;
@@ -165,7 +173,6 @@ export class FrameDecoder {
       offset += frameLength;
     }
     if (offset < end) this.#append(chunk, offset, end);
-    return frames;
   }
 
   /** Returns the whole frame length, checked before any of the frame's other bytes arrive. */

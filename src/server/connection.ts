@@ -122,19 +122,21 @@ export class Connection {
     try {
       frames = this.decoder.push(chunk);
     } catch (err) {
-      // Frames decoded before the bad bytes were already handled; the stream is now unreadable.
-      if (err instanceof FrameTooLargeError) {
-        this.fatal(ResultCode.TOO_LARGE, err.message);
-      } else {
-        this.fatal(ResultCode.INTERNAL, err instanceof Error ? err.message : 'undecodable stream');
-      }
+      this.streamError(err);
       return;
     }
     for (const frame of frames) {
       if (this.closing) break;
       this.onFrame(frame);
     }
+    // Bad bytes after the frames just handled: the stream is now unreadable.
+    if (this.decoder.error !== undefined && !this.closing) return this.streamError(this.decoder.error);
     this.watchPartialFrame();
+  }
+
+  private streamError(err: unknown): void {
+    if (err instanceof FrameTooLargeError) this.fatal(ResultCode.TOO_LARGE, err.message);
+    else this.fatal(ResultCode.INTERNAL, err instanceof Error ? err.message : 'undecodable stream');
   }
 
   /** A frame that never completes would hold its bytes forever: give it `frame_timeout`. */

@@ -368,9 +368,11 @@ describe('FrameDecoder', () => {
     );
   });
 
-  it('throws FrameTooLargeError for an oversize frame following good ones in the same chunk', () => {
+  it('returns the good frames before an oversize one in the same chunk, then reports FrameTooLargeError', () => {
     const decoder = new FrameDecoder({ maxLength: 100 });
-    assert.throws(() => decoder.push(Buffer.concat([two, u32(200)])), FrameTooLargeError);
+    assert.equal(decoder.push(Buffer.concat([two, u32(200)])).length, 2);
+    assert.ok(decoder.error instanceof FrameTooLargeError);
+    assert.throws(() => decoder.push(Buffer.alloc(1)), FrameTooLargeError);
   });
 
   it('accepts a frame of exactly maxLength', () => {
@@ -402,15 +404,13 @@ describe('FrameDecoder', () => {
     }
   });
 
-  it('is unusable after a throw: every later push rethrows the same error', () => {
+  it('returns the frames before bad bytes, then is unusable: every later push throws the same error', () => {
     const decoder = new FrameDecoder({ maxLength: 100 });
     decoder.push(two.subarray(0, 3));
-    let thrown: unknown;
-    try {
-      decoder.push(Buffer.concat([two.subarray(3), u32(500)]));
-    } catch (err) {
-      thrown = err;
-    }
+    assert.equal(decoder.error, undefined);
+    const frames = decoder.push(Buffer.concat([two.subarray(3), u32(500)]));
+    assert.equal(frames.length, 2, 'the frames completed before the bad length are still returned');
+    const thrown = decoder.error as Error | undefined; // the assert above narrowed it
     assert.ok(thrown instanceof FrameTooLargeError);
     assert.equal(decoder.bufferedBytes, 0);
     assert.throws(() => decoder.push(two), (err: unknown) => err === thrown);
@@ -466,6 +466,7 @@ describe('fuzz', () => {
       const cut = int(wire.length + 1);
       try {
         const frames = decodeAll(decoder, [wire.subarray(0, cut), wire.subarray(cut)]);
+        if (decoder.error !== undefined) throw decoder.error;
         if (one !== undefined) assert.equal(frames.length, 1, `${context}: stream agrees with decodeFrame`);
         // Whatever the stream yields must be exactly the bytes it consumed.
         const consumed = Buffer.concat(frames.map(encodeFrame));
