@@ -92,26 +92,17 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     }
   };
 
-  let daemon: Daemon;
+  // Signal handlers go in before anything can announce readiness: a supervisor may signal
+  // the moment it reads "listening", and an unhandled SIGHUP or SIGTERM would kill us outright.
+  let daemon: Daemon | undefined;
   let stopDemo: (() => Promise<void>) | undefined;
-  try {
-    if (options.demo) stopDemo = await startDemo(config, logger);
-    daemon = await Daemon.start(config, logger);
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    logger.fatal({ err }, 'mega-wechat could not start');
-    log.flush();
-    await stopDemo?.();
-    report({ error: message });
-    throw new CliFailure(`cannot start ${config.name}: ${message}`);
-  }
-
-  const listen = daemon.listening.map((a) => `${a.host}:${a.port}`).join(', ');
-  report({ ready: true, listen });
-  if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid}); log: ${config.log.logFile}`);
-
+  let stopRequested: string | undefined;
   let exiting = false;
   const shutdown = (signal: string): void => {
+    if (!daemon) {
+      stopRequested = signal; // still starting: stop as soon as it is up
+      return;
+    }
     if (exiting) return;
     exiting = true;
     logger.info({ signal }, 'stop requested');
@@ -142,6 +133,23 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     log.flush();
     process.exit(70);
   });
+
+  try {
+    if (options.demo) stopDemo = await startDemo(config, logger);
+    daemon = await Daemon.start(config, logger);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    logger.fatal({ err }, 'mega-wechat could not start');
+    log.flush();
+    await stopDemo?.();
+    report({ error: message });
+    throw new CliFailure(`cannot start ${config.name}: ${message}`);
+  }
+
+  const listen = daemon.listening.map((a) => `${a.host}:${a.port}`).join(', ');
+  report({ ready: true, listen });
+  if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid}); log: ${config.log.logFile}`);
+  if (stopRequested) shutdown(stopRequested);
 }
 
 function alive(pid: number): boolean {

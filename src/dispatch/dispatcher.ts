@@ -41,7 +41,7 @@ export interface DispatcherOptions {
 
 /** Why dispatch is on hold. */
 export interface PauseState {
-  reason: 'quota' | 'token';
+  reason: 'quota' | 'token' | 'unreachable';
   /** ISO time the hold began */
   since: string;
   detail: string;
@@ -92,8 +92,12 @@ export class Dispatcher extends EventEmitter {
   private tokenWait: NodeJS.Timeout | undefined;
   private tokenError: string | undefined;
   private tokenErrorSince = '';
-  /** Set while the daily quota is used up: only one probe job at a time is dispatched. */
-  private quotaPause: PauseState | undefined;
+  /**
+   * Set while the daily quota is used up or the API cannot be reached: every job is kept and
+   * only one probe job at a time is dispatched, after `holdDelayMs`.
+   */
+  private hold: PauseState | undefined;
+  private holdDelayMs = 0;
   private probeTimer: NodeJS.Timeout | undefined;
   private probeDue = false;
   private probeId: number | undefined;
@@ -136,36 +140,45 @@ export class Dispatcher extends EventEmitter {
       running: this.options.pool.inFlight,
       tokenError: this.tokenError,
       paused:
-        this.quotaPause ??
+        this.hold ??
         (this.tokenError ? { reason: 'token', since: this.tokenErrorSince, detail: this.tokenError } : null),
       sendRate: Math.round(this.sendRate.perSecond(Date.now()) * 10) / 10,
     };
   }
 
-  /** Ends a quota pause now (`mega <name> resume`); returns whether dispatch was paused. */
+  /** Ends a hold now (`mega <name> resume`); returns whether dispatch was on hold. */
   resume(): boolean {
-    if (!this.quotaPause) return false;
+    if (!this.hold) return false;
     this.options.logger.info('dispatch resumed by request');
-    this.endQuotaPause();
+    this.endHold();
+    this.pump();
     return true;
   }
 
-  private endQuotaPause(): void {
-    this.quotaPause = undefined;
+  private endHold(): void {
+    this.hold = undefined;
     this.probeDue = false;
     this.probeId = undefined;
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.probeTimer = undefined;
-    this.pump();
   }
 
-  private startQuotaPause(detail: string): void {
-    if (this.quotaPause) return;
-    this.quotaPause = { reason: 'quota', since: new Date().toISOString(), detail };
-    this.options.logger.warn(
-      { probeEverySeconds: this.quotaRetryIntervalMs / 1000 },
-      'daily quota reached (45009): dispatch paused, every job kept; probing with one message at a time',
-    );
+  /**
+   * Quota: probe every quota_retry_interval. Unreachable: probe after retry_base_ms, doubling
+   * up to 30 s. A quota answer while unreachable turns the hold into a quota hold.
+   */
+  private startHold(reason: 'quota' | 'unreachable', detail: string): void {
+    if (this.hold?.reason === reason || (this.hold?.reason === 'quota' && reason === 'unreachable')) return;
+    this.hold = { reason, since: new Date().toISOString(), detail };
+    this.holdDelayMs = reason === 'quota' ? this.quotaRetryIntervalMs : this.retryBaseMs;
+    if (reason === 'quota') {
+      this.options.logger.warn(
+        { probeEverySeconds: this.quotaRetryIntervalMs / 1000 },
+        'daily quota reached (45009): dispatch paused, every job kept; probing with one message at a time',
+      );
+    } else {
+      this.options.logger.error({ reason: detail }, 'WeChat API unreachable: dispatch paused, every job kept; probing with one message at a time');
+    }
     this.scheduleProbe();
   }
 
@@ -175,7 +188,27 @@ export class Dispatcher extends EventEmitter {
       this.probeTimer = undefined;
       this.probeDue = true;
       this.pump();
-    }, this.quotaRetryIntervalMs);
+    }, this.holdDelayMs);
+  }
+
+  /** What a probe's answer means for the hold it was sent to test. */
+  private onProbe(outcome: JobOutcome): void {
+    this.probeId = undefined;
+    if (outcome.kind === OutcomeKind.Quota) {
+      if (this.hold?.reason !== 'quota') {
+        this.hold = undefined;
+        this.startHold('quota', outcome.errmsg ?? 'daily quota reached');
+      } else {
+        this.scheduleProbe();
+      }
+    } else if (outcome.kind === OutcomeKind.Unreachable || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
+      // no answer at all tells nothing about the quota; for an unreachable API, wait longer
+      if (this.hold?.reason === 'unreachable') this.holdDelayMs = Math.min(this.holdDelayMs * 2, 30000);
+      this.scheduleProbe();
+    } else {
+      this.options.logger.info({ hold: this.hold?.reason }, 'WeChat answers again: dispatch resumes');
+      this.endHold();
+    }
   }
 
   /** Hands out as many jobs as the pool has room for. Safe to call at any time. */
@@ -198,7 +231,7 @@ export class Dispatcher extends EventEmitter {
     const { pool, queue, tokens, logger } = this.options;
     for (;;) {
       if (this.stopped || this.tokenWait || this.rateTimer) return;
-      if (this.quotaPause && !this.probeDue) return;
+      if (this.hold && !this.probeDue) return;
       const free = pool.free;
       const room = pool.capacity * this.holdFactor - this.held.size;
       if (free === 0 || (this.retryReady.length === 0 && room <= 0)) return;
@@ -225,7 +258,7 @@ export class Dispatcher extends EventEmitter {
 
       const batch: JobMessage[] = [];
       let nowFree = pool.free;
-      if (this.quotaPause) nowFree = Math.min(nowFree, 1);
+      if (this.hold) nowFree = Math.min(nowFree, 1);
       nowFree = this.limiter.take(nowFree, Date.now());
       if (nowFree === 0) {
         this.rateTimer = setTimeout(() => {
@@ -244,7 +277,7 @@ export class Dispatcher extends EventEmitter {
         }
       }
       if (batch.length === 0) return;
-      if (this.quotaPause) {
+      if (this.hold) {
         this.probeDue = false;
         this.probeId = batch[0]!.id;
       }
@@ -258,18 +291,7 @@ export class Dispatcher extends EventEmitter {
     for (const outcome of outcomes) {
       const job = this.held.get(outcome.id);
       if (!job) continue;
-      if (outcome.id === this.probeId) {
-        this.probeId = undefined;
-        // Any answer but 45009 means the quota is back; no answer at all tells nothing.
-        if (outcome.kind === OutcomeKind.Quota || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
-          this.scheduleProbe();
-        } else {
-          this.options.logger.info('daily quota available again: dispatch resumes');
-          this.quotaPause = undefined;
-          if (this.probeTimer) clearTimeout(this.probeTimer);
-          this.probeTimer = undefined;
-        }
-      }
+      if (outcome.id === this.probeId) this.onProbe(outcome);
       switch (outcome.kind) {
         case OutcomeKind.Ok:
           finished.push({ outcome, job });
@@ -287,9 +309,11 @@ export class Dispatcher extends EventEmitter {
           }
           break;
         case OutcomeKind.Quota:
+        case OutcomeKind.Unreachable:
           // Not the job's fault: it keeps its place (front of the line) and its attempt count.
           this.retryReady.unshift(job);
-          this.startQuotaPause(outcome.errmsg ?? 'daily quota reached');
+          if (outcome.kind === OutcomeKind.Quota) this.startHold('quota', outcome.errmsg ?? 'daily quota reached');
+          else this.startHold('unreachable', outcome.reason ?? 'connection failed');
           break;
         case OutcomeKind.Retry:
           job.attempts++;

@@ -16,6 +16,8 @@ export enum OutcomeKind {
   TokenRejected = 'token',
   /** 45009: the account's daily quota is used up. */
   Quota = 'quota',
+  /** The WeChat API could not be reached at all (connection refused or dropped). */
+  Unreachable = 'unreachable',
 }
 
 export interface JobOutcome {

@@ -233,7 +233,10 @@ export class Daemon implements RequestHandler {
     cleanups.push(() => server.close());
 
     const control = new ControlServer(config.server.controlSocket, (request) => daemon!.handleControl(request), logger);
-    await step('control socket', () => control.listen());
+    await step('control socket', () => {
+      mkdirSync(path.dirname(config.server.controlSocket), { recursive: true });
+      return control.listen();
+    });
     cleanups.push(() => control.close());
 
     await step('pid file', () => {

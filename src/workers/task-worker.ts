@@ -10,6 +10,7 @@ import { classifyErrcode, OutcomeKind, type JobOutcome } from '../dispatch/outco
 import { decodeJobRecord } from '../dispatch/job.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage } from './messages.js';
 import { scrubSecrets } from '../log/logger.js';
+import { WechatTransportError } from '../errors.js';
 
 if (!parentPort) throw new Error('task-worker must run as a worker thread');
 const port = parentPort;
@@ -55,7 +56,9 @@ async function run(job: JobMessage, token: string): Promise<void> {
       return;
     }
     const body = renderTemplate(template, record.o, record.d);
-    if (body.client_msg_id === undefined) body.client_msg_id = record.m;
+    // Always the job's own id: a fixed client_msg_id in a template would make WeChat drop
+    // every message after the first as a repeat.
+    body.client_msg_id = record.m;
     const result = await client!.sendTemplate(token, body);
     const kind = classifyErrcode(result.errcode);
     report({
@@ -71,7 +74,8 @@ async function run(job: JobMessage, token: string): Promise<void> {
     });
   } catch (err) {
     const reason = scrubSecrets(err instanceof Error ? err.message : String(err));
-    report({ id: job.id, kind: OutcomeKind.Retry, reason, openid, key, replyKey });
+    const unreachable = err instanceof WechatTransportError && err.kind === 'connection';
+    report({ id: job.id, kind: unreachable ? OutcomeKind.Unreachable : OutcomeKind.Retry, reason, openid, key, replyKey });
   }
 }
 

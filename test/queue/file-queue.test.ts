@@ -294,8 +294,9 @@ describe('FileQueue segments', () => {
     }
     await waitFor(() => q.stats().lowWaterMark === 297);
     await sleep(30);
-    // without compaction the ~30 batches would take about 3 KB
-    assert.ok(fs.statSync(path.join(dir, 'acks.log')).size < 512, 'ack log was compacted');
+    // without compaction the acks would take about 3 KB; under load batches grow larger and
+    // compaction only runs before a batch, so allow for the batch written after the last one
+    assert.ok(fs.statSync(path.join(dir, 'acks.log')).size < 1500, 'ack log was compacted');
     await q.close();
     q = await FileQueue.open({ dir });
     assert.deepEqual(ids(await drain(q)), [297, 300]);
