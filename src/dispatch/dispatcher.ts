@@ -50,7 +50,10 @@ export interface PauseState {
 /** A job taken from the queue and not yet finished. */
 interface HeldJob {
   message: JobMessage;
+  /** Failed attempts that count against retry_max (-1, 5xx, timeouts). */
   attempts: number;
+  /** Times the job was handed to a worker: what the dead-letter log reports as attempts. */
+  sends: number;
   tokenRetried: boolean;
 }
 
@@ -267,12 +270,16 @@ export class Dispatcher extends EventEmitter {
         }, this.limiter.waitMs());
         return;
       }
-      while (batch.length < nowFree && this.retryReady.length > 0) batch.push(this.retryReady.shift()!.message);
+      while (batch.length < nowFree && this.retryReady.length > 0) {
+        const job = this.retryReady.shift()!;
+        job.sends++;
+        batch.push(job.message);
+      }
       const fromQueue = Math.min(nowFree - batch.length, pool.capacity * this.holdFactor - this.held.size);
       if (fromQueue > 0) {
         for (const record of queue.read(fromQueue)) {
           const message: JobMessage = { id: record.id, payload: record.payload.toString('utf8') };
-          this.held.set(record.id, { message, attempts: 0, tokenRetried: false });
+          this.held.set(record.id, { message, attempts: 0, sends: 1, tokenRetried: false });
           batch.push(message);
         }
       }
@@ -388,7 +395,7 @@ export class Dispatcher extends EventEmitter {
       errcode: outcome.errcode ?? -1,
       errmsg: outcome.errmsg ?? outcome.reason ?? '',
       time: new Date().toISOString(),
-      attempts: job.attempts + 1,
+      attempts: job.sends,
       job: job.message.payload,
     };
   }

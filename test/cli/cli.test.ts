@@ -11,6 +11,7 @@ import { runMega, spawnMega, stopChild, tempDir, writeIni } from '../helpers/pro
 import { baseIni, putTemplates, startSimulator, type SimulatorHandle, APP_ID, APP_SECRET } from '../helpers/stack.js';
 import { RawClient } from '../helpers/client.js';
 import { encodeSend } from '../../src/protocol/index.js';
+import { TEST_DB_PASSWORD } from '../helpers/secrets.js';
 
 function alive(pid: number): boolean {
   try {
@@ -161,12 +162,12 @@ describe('mega CLI', () => {
   });
 
   it('start fails clearly when the template database cannot be opened', async () => {
-    const env = await setup({ pdo: { dsn: 'mysql:host=127.0.0.1;port=1;dbname=mega', password: 'pw-must-not-leak' } });
+    const env = await setup({ pdo: { dsn: 'mysql:host=127.0.0.1;port=1;dbname=mega', password: TEST_DB_PASSWORD } });
     const r = await runMega(['wechat', 'start', '--foreground', '--config-dir', env.configDir]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /template store: .*127\.0\.0\.1:1/);
-    assert.ok(!r.stderr.includes('pw-must-not-leak'));
-    assert.ok(!readFileSync(env.logFile, 'utf8').includes('pw-must-not-leak'));
+    assert.ok(!r.stderr.includes(TEST_DB_PASSWORD));
+    assert.ok(!readFileSync(env.logFile, 'utf8').includes(TEST_DB_PASSWORD));
   });
 
   it('stop is a no-op when not running; an unknown command prints help and fails', async () => {

@@ -11,6 +11,7 @@ import { encodeFrame, encodePush } from '../../src/protocol/index.js';
 import { tempDir } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, startSimulator, startStack, type SimulatorHandle } from '../helpers/stack.js';
 import { RawClient } from '../helpers/client.js';
+import { TEST_AUTH_TOKEN, TEST_ENV_AUTH_TOKEN } from '../helpers/secrets.js';
 
 const TEMPLATES = { k: { template_id: 't', data: { first: { value: '${OPENID}' } } } };
 const auth = (opaque: number, token: string) => encodeFrame({ header: `auth ${token}`, opaque, body: null });
@@ -43,7 +44,7 @@ describe('hardening', () => {
   });
 
   it('auth_token: nothing but a correct `auth <token>` first; 401 and a close otherwise', async () => {
-    const token = 'tok-Very-Secret-123';
+    const token = TEST_AUTH_TOKEN;
     const stack = await startStack({ simulator: sim, templates: TEMPLATES, ini: { server: { auth_token: token } } });
     try {
       const noAuth = await stack.connect();
@@ -52,7 +53,7 @@ describe('hardening', () => {
       await noAuth.waitClosed();
 
       const wrong = await stack.connect();
-      const r2 = await wrong.request(auth(2, 'tok-very-secret-123'), 2);
+      const r2 = await wrong.request(auth(2, token.toLowerCase()), 2);
       assert.equal(r2.code, 401);
       await wrong.waitClosed();
 
@@ -73,13 +74,13 @@ describe('hardening', () => {
       simulator: sim,
       templates: TEMPLATES,
       ini: { wechat: { app_secret: '' } },
-      env: { MEGA_AUTH_TOKEN: 'env-token-42', MEGA_APP_SECRET: APP_SECRET },
+      env: { MEGA_AUTH_TOKEN: TEST_ENV_AUTH_TOKEN, MEGA_APP_SECRET: APP_SECRET },
     });
     try {
       const c = await stack.connect();
       assert.equal((await c.request(encodePush(1, 'oENV', 'k', null), 1)).code, 401);
       const c2 = await stack.connect();
-      assert.equal((await c2.request(auth(1, 'env-token-42'), 1)).code, 200);
+      assert.equal((await c2.request(auth(1, TEST_ENV_AUTH_TOKEN), 1)).code, 200);
       const sent = await c2.request(encodeFrame({ header: 'send oENV k', opaque: 2, body: Buffer.from('null') }), 2);
       assert.equal(sent.code, 200, 'the app secret from the environment obtained a token');
       c2.close();

@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { openTemplateStore } from '../../src/templates/index.js';
 import { spawnMega, stopChild, tempDir, writeIni, type IniSections } from './processes.js';
 import { RawClient } from './client.js';
+import { TEST_APP_SECRET } from './secrets.js';
 
 export interface SimulatorHandle {
   child: ChildProcess;
@@ -78,7 +79,7 @@ export interface Stack {
 }
 
 export const APP_ID = 'wx_test_app';
-export const APP_SECRET = 'test-secret-0123456789abcdef';
+export const APP_SECRET = TEST_APP_SECRET;
 
 export function baseIni(dir: string, dbFile: string, apiBase: string): IniSections {
   return {
