@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, resolveConfigDir, type MegaConfig } from '../config/config.js';
-import { createLogger } from '../log/logger.js';
+import { createLogger, scrubSecrets } from '../log/logger.js';
 import { Daemon, runningPid } from '../server/daemon.js';
 import { controlRequest } from '../server/control.js';
 import type { DaemonStatus } from '../server/daemon.js';
@@ -85,6 +85,12 @@ async function startDetached(name: string, config: MegaConfig, options: StartOpt
 async function runForeground(config: MegaConfig, options: StartOptions): Promise<void> {
   const log = createLogger({ file: config.log.logFile, level: config.log.logLevel, name: config.log.logPrefix });
   const logger = log.logger;
+  try {
+    await log.ready;
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new CliFailure(`cannot open [log] log_file ${config.log.logFile}: ${reason}`);
+  }
   const report = (message: { ready?: boolean; error?: string; listen?: string }): void => {
     if (process.send) {
       process.send(message);
@@ -131,6 +137,7 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     // A bug, not a client's doing: record it and exit; the queue keeps every acknowledged job.
     logger.fatal({ err }, 'uncaught exception; exiting');
     log.flush();
+    process.stderr.write(`mega: uncaught exception: ${scrubSecrets(err instanceof Error ? (err.stack ?? err.message) : String(err))}\n`);
     process.exit(70);
   });
 

@@ -47,6 +47,8 @@ export interface LoggerOptions {
 
 export interface MegaLogger {
   logger: Logger;
+  /** Resolves once the log file is open (flushing before that throws); rejects if it cannot be. */
+  ready: Promise<void>;
   /** Reopen the log file (after logrotate moved it away). */
   reopen(): void;
   /** Flush what is buffered; call before exit. */
@@ -70,8 +72,16 @@ export function createLogger(options: LoggerOptions): MegaLogger {
     },
     destination,
   );
+  const ready =
+    options.file === undefined
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          destination.once('ready', () => resolve());
+          destination.once('error', reject);
+        });
   return {
     logger,
+    ready,
     reopen: () => destination.reopen(),
     flush: () => {
       try {
