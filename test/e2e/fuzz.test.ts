@@ -9,23 +9,12 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { once } from 'node:events';
 import { encodeFrame, encodePush } from '../../src/protocol/index.js';
+import { seededRandom } from '../helpers/prng.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m![1]);
-}
-
-/** mulberry32: a failure reproduces from the printed seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function drainOr200ms(socket: net.Socket): Promise<void> {
@@ -59,7 +48,7 @@ describe('live fuzz and abusive clients', () => {
   it('100,000 hostile frames over many connections: the daemon survives, serves, and gives memory back', async (t) => {
     const seed = Number(process.env.MEGA_FUZZ_SEED ?? Date.now() % 1e9);
     t.diagnostic(`seed ${seed} (MEGA_FUZZ_SEED to repeat)`);
-    const random = prng(seed);
+    const random = seededRandom(seed);
     const int = (n: number) => Math.floor(random() * n);
     const pid = stack.daemon.pid!;
     // warm up, then measure the baseline

@@ -13,17 +13,7 @@ import type { SimMessage, SimulatorHandle } from './stack.js';
 
 // ------------------------------------------------------------------ PRNG
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from './prng.js';
 
 /** The seed of this run: `$MEGA_CRASH_SEED` when set (to replay a failure), else a fresh one. */
 export function runSeed(): number {
