@@ -1,0 +1,401 @@
+/**
+ * `mega <name> push|send|tset` (requests to the daemon over its TCP port, with MegaClient) and
+ * `mega <name> template list|get|set|rm` (the template store of the config, then a TSet to the
+ * daemon when it runs).
+ */
+
+import { existsSync, readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import type { Command } from 'commander';
+import { configFilePath, pdoOptions, resolveConfigDir, type MegaConfig } from '../config/config.js';
+import { MegaClient, type MegaClientOptions, type MegaResult } from '../client/index.js';
+import { encodePush, type Variables } from '../protocol/index.js';
+import { controlRequest } from '../server/control.js';
+import { runningPid, type DaemonStatus } from '../server/daemon.js';
+import { compileTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
+import { BadRequestError, InvalidTemplateError, MegaError } from '../errors.js';
+import { CliFailure, loadServiceConfig } from './service.js';
+
+const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
+const TEMPLATE_KEY = /^[\x21-\x7e]{1,32}$/;
+const TITLE_MAX_CHARS = 100;
+/** A well-formed placeholder at the start of the text: `${NAME}`, NAME of [A-Za-z0-9_.-] (as src/templates/render.ts). */
+const PLACEHOLDER_AT = /\$\{[A-Za-z0-9_.-]+\}/y;
+
+interface ConnectionFlags {
+  configDir?: string;
+  host?: string;
+  port?: string;
+  timeout?: string;
+}
+
+interface MessageFlags extends ConnectionFlags {
+  data?: string;
+  msgid?: string;
+}
+
+function say(line: string): void {
+  process.stdout.write(line + '\n');
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export function registerClientCommands(program: Command, name: string): void {
+  const withConnection = (command: Command): Command =>
+    command
+      .option('--config-dir <dir>', CONFIG_DIR_HELP)
+      .option('--host <host>', 'daemon host (default: the first [server] listen[] address)')
+      .option('--port <port>', 'daemon port (default: the first [server] listen[] address)')
+      .option('--timeout <ms>', 'give up after this many ms without an answer (default 30000)');
+
+  withConnection(
+    program
+      .command('push <openid> <key>')
+      .description('queue a template message; exit 0 once the daemon answered 200 (durably queued)')
+      .option('--data <json>', 'template variables as a JSON object')
+      .option('--msgid <id>', "client message id (WeChat's client_msg_id), 1-64 of [A-Za-z0-9_-]"),
+  ).action((openid: string, key: string, o: MessageFlags) => message(name, 'push', openid, key, o));
+
+  withConnection(
+    program
+      .command('send <openid> <key>')
+      .description("send a template message and print WeChat's answer; exit 0 when WeChat accepted it")
+      .option('--data <json>', 'template variables as a JSON object')
+      .option('--msgid <id>', "client message id (WeChat's client_msg_id), 1-64 of [A-Za-z0-9_-]"),
+  ).action((openid: string, key: string, o: MessageFlags) => message(name, 'send', openid, key, o));
+
+  withConnection(
+    program.command('tset <key>').description('make the daemon (re)load template <key> from its database'),
+  ).action((key: string, o: ConnectionFlags) => tsetCommand(name, key, o));
+
+  const template = program.command('template').description('the templates in the [pdo] store of the config');
+  template
+    .command('list')
+    .description('list templates: key, title, last update')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .option('--json', 'print as JSON')
+    .action((o: { configDir?: string; json?: boolean }) => templateList(name, o));
+  template
+    .command('get <key>')
+    .description('print the template JSON as stored')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((key: string, o: { configDir?: string }) => templateGet(name, key, o));
+  withConnection(
+    template
+      .command('set <key>')
+      .description('check and store a template, then TSet it when the daemon runs')
+      .requiredOption('--file <file>', 'the template JSON (- for standard input)')
+      .option('--title <title>', 'a title for operators (kept as it is when omitted)'),
+  ).action((key: string, o: ConnectionFlags & { file: string; title?: string }) => templateSet(name, key, o));
+  template
+    .command('rm <key>')
+    .description('delete a template from the store')
+    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((key: string, o: { configDir?: string }) => templateRm(name, key, o));
+}
+
+// ------------------------------------------------------------------ connecting
+
+/**
+ * The config, or undefined when --host and --port say everything and there is no config file
+ * (a client-only machine). A config that exists is always read: it may hold TLS and auth.
+ */
+function configFor(name: string, o: ConnectionFlags): MegaConfig | undefined {
+  if (o.host !== undefined && o.port !== undefined && !existsSync(configFilePath(name, resolveConfigDir(o.configDir)))) {
+    return undefined;
+  }
+  return loadServiceConfig(name, o.configDir);
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) throw new CliFailure(`--port must be a port number from 1 to 65535, got ${JSON.stringify(text)}`);
+  return port;
+}
+
+function parseTimeout(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = Number(text);
+  if (!/^\d+$/.test(text) || ms < 1 || ms > 2 ** 31 - 1) throw new CliFailure(`--timeout must be a number of milliseconds, got ${JSON.stringify(text)}`);
+  return ms;
+}
+
+/** A wildcard listen address is reached through the loopback interface. */
+function connectHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::' || host === '::0') return '::1';
+  return host;
+}
+
+/** Where the daemon listens: --host/--port, else the first `[server] listen[]` (asking the running daemon when its port is 0). */
+async function target(name: string, o: ConnectionFlags, config: MegaConfig | undefined): Promise<{ host: string; port: number }> {
+  const portFlag = o.port === undefined ? undefined : parsePort(o.port);
+  if (portFlag !== undefined && o.host !== undefined) return { host: o.host, port: portFlag };
+  const first = config!.server.listen[0]!;
+  let host = o.host ?? connectHost(first.host);
+  let port = portFlag ?? first.port;
+  if (port === 0) {
+    // "any free port": only the running daemon knows which one it got.
+    const pid = runningPid(config!.server.pidFile);
+    if (pid === undefined) throw new CliFailure(`${name} is not running, and [server] listen[] has port 0: give --port`);
+    let status: DaemonStatus;
+    try {
+      status = (await controlRequest(config!.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
+    } catch (err) {
+      throw new CliFailure(`${name} (pid ${pid}) does not say which port it listens on: ${errorText(err)}; give --port`);
+    }
+    const listening = status.listen[0];
+    if (!listening) throw new CliFailure(`${name} (pid ${pid}) listens nowhere`);
+    host = o.host ?? connectHost(listening.host);
+    port = listening.port;
+  }
+  return { host, port };
+}
+
+// ---- TLS and auth from the config ---------------------------------------------------------
+// [server] auth_token (or MEGA_AUTH_TOKEN) and [server] tls_cert / tls_key / tls_ca, as read by
+// src/config/config.ts into config.server.authToken and config.server.tls.
+// - auth: MEGA_AUTH_TOKEN when set, else the config's token, sent as `auth <token>`.
+// - TLS: when the daemon listens with TLS the commands do too. They trust the system CAs, the
+//   daemon's own certificate (allowPartialTrustChain: it needs no CA of its own) and tls_ca; the
+//   host name is checked as usual. With tls_ca the daemon requires client certificates: the
+//   commands, run by the operator on the daemon's host, present the daemon's own tls_cert and
+//   tls_key, which works when tls_ca signed them.
+function security(config: MegaConfig | undefined): Pick<MegaClientOptions, 'tls' | 'authToken'> {
+  const out: Pick<MegaClientOptions, 'tls' | 'authToken'> = {};
+  const authToken = process.env.MEGA_AUTH_TOKEN || config?.server.authToken;
+  if (authToken) out.authToken = authToken;
+  const serverTls = config?.server.tls;
+  if (serverTls) {
+    const read = (file: string): string => {
+      try {
+        return readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new CliFailure(`cannot read ${file} for TLS: ${(err as NodeJS.ErrnoException).code ?? errorText(err)}`);
+      }
+    };
+    const cert = read(serverTls.cert);
+    const ca = [...tls.rootCertificates, cert];
+    const options: tls.ConnectionOptions = { ca, allowPartialTrustChain: true };
+    if (serverTls.ca) {
+      ca.push(read(serverTls.ca));
+      options.cert = cert;
+      options.key = read(serverTls.key);
+    }
+    out.tls = options;
+  }
+  return out;
+}
+// -------------------------------------------------------------------------------------------
+
+/** Connects, runs one request, closes. Connection failures become CliFailure (exit 1). */
+async function withClient(
+  name: string,
+  o: ConnectionFlags,
+  config: MegaConfig | undefined,
+  fn: (client: MegaClient) => Promise<MegaResult>,
+): Promise<MegaResult> {
+  const timeoutMs = parseTimeout(o.timeout);
+  const { host, port } = await target(name, o, config);
+  const options: MegaClientOptions = { host, port, reconnect: false, window: 16, ...security(config) };
+  if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
+  if (config) options.maxFrameLength = config.setting.packageMaxLength;
+  let client: MegaClient;
+  try {
+    client = await MegaClient.connect(options);
+  } catch (err) {
+    throw new CliFailure(`cannot reach ${name}: ${errorText(err)}`);
+  }
+  try {
+    return await fn(client);
+  } catch (err) {
+    if (err instanceof BadRequestError) throw err;
+    throw new CliFailure(errorText(err));
+  } finally {
+    client.destroy();
+  }
+}
+
+function printResult(result: MegaResult): void {
+  say(`result ${result.code}${result.message ? ` ${result.message}` : ''}`);
+}
+
+/** `--data`: a JSON object (or null); anything else stops the command before it connects. */
+function parseData(text: string | undefined): Variables {
+  if (text === undefined) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CliFailure(`--data is not valid JSON: ${errorText(err)}`);
+  }
+  if (value !== null && (typeof value !== 'object' || Array.isArray(value))) {
+    throw new CliFailure(`--data must be a JSON object of template variables (or null), got ${Array.isArray(value) ? 'an array' : typeof value}`);
+  }
+  return value as Variables;
+}
+
+async function message(name: string, kind: 'push' | 'send', openid: string, key: string, o: MessageFlags): Promise<void> {
+  const data = parseData(o.data);
+  // The protocol's own checks of openid, key and msgid, before connecting.
+  encodePush(1, openid, key, data, o.msgid);
+  const config = configFor(name, o);
+  const result = await withClient(name, o, config, (client) =>
+    client[kind](openid, key, data, o.msgid === undefined ? undefined : { msgid: o.msgid }),
+  );
+  printResult(result);
+  if (!result.ok) throw new CliFailure(`${kind} failed with result ${result.code}`);
+}
+
+async function tsetCommand(name: string, key: string, o: ConnectionFlags): Promise<void> {
+  const config = configFor(name, o);
+  const result = await withClient(name, o, config, (client) => client.tset(key));
+  printResult(result);
+  if (!result.ok) throw new CliFailure(`tset failed with result ${result.code}`);
+}
+
+// ------------------------------------------------------------------ templates
+
+async function withStore<T>(config: MegaConfig, fn: (store: TemplateStore) => Promise<T>): Promise<T> {
+  const store = openTemplateStore(pdoOptions(config));
+  try {
+    await store.init();
+    return await fn(store);
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+}
+
+function formatTime(unixSeconds: number): string {
+  return unixSeconds > 0 ? new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z') : '-';
+}
+
+async function templateList(name: string, o: { configDir?: string; json?: boolean }): Promise<void> {
+  const config = loadServiceConfig(name, o.configDir);
+  const rows = await withStore(config, (store) => store.list());
+  if (o.json) {
+    say(JSON.stringify(rows.map((r) => ({ key: r.key, title: r.title, createdAt: r.createdAt, updatedAt: r.updatedAt })), null, 2));
+    return;
+  }
+  if (rows.length === 0) {
+    say(`no templates in ${config.pdo.tablePrefix}wechat_template`);
+    return;
+  }
+  const table = [['KEY', 'TITLE', 'UPDATED'], ...rows.map((r) => [r.key, r.title, formatTime(r.updatedAt)])];
+  const widths = [0, 1].map((c) => Math.max(...table.map((row) => [...row[c]!].length)));
+  for (const row of table) {
+    say(row.map((cell, c) => (c < 2 ? cell + ' '.repeat(widths[c]! - [...cell].length) : cell)).join('  '));
+  }
+}
+
+async function templateGet(name: string, key: string, o: { configDir?: string }): Promise<void> {
+  const config = loadServiceConfig(name, o.configDir);
+  const row = await withStore(config, (store) => store.get(key));
+  if (!row) throw new CliFailure(`no template ${JSON.stringify(key)}`);
+  process.stdout.write(row.template.endsWith('\n') ? row.template : row.template + '\n');
+}
+
+async function templateRm(name: string, key: string, o: { configDir?: string }): Promise<void> {
+  const config = loadServiceConfig(name, o.configDir);
+  const removed = await withStore(config, (store) => store.remove(key));
+  if (!removed) throw new CliFailure(`no template ${JSON.stringify(key)}`);
+  const running = runningPid(config.server.pidFile) !== undefined;
+  say(`template ${key} removed${running ? `; the running ${name} keeps its cached copy until it restarts` : ''}`);
+}
+
+/**
+ * Every `${` in the template's strings (values and object keys) that does not start a
+ * well-formed `${NAME}` placeholder, described with where it is. The daemon would send such
+ * text unchanged, which is almost always a typo.
+ */
+export function placeholderProblems(template: unknown): string[] {
+  const problems: string[] = [];
+  const checkText = (text: string, where: string): void => {
+    for (let i = text.indexOf('${'); i >= 0; i = text.indexOf('${', i + 1)) {
+      PLACEHOLDER_AT.lastIndex = i;
+      if (PLACEHOLDER_AT.test(text)) {
+        i = PLACEHOLDER_AT.lastIndex - 1;
+        continue;
+      }
+      const close = text.indexOf('}', i);
+      if (close < 0) {
+        problems.push(`${where}: placeholder ${JSON.stringify(clip(text.slice(i)))} is not closed with }`);
+        break;
+      }
+      problems.push(`${where}: malformed placeholder ${JSON.stringify(clip(text.slice(i, close + 1)))}: NAME must be one or more of A-Z a-z 0-9 _ . -`);
+      i = close - 1;
+    }
+  };
+  const walk = (value: unknown, where: string): void => {
+    if (typeof value === 'string') {
+      checkText(value, where);
+    } else if (Array.isArray(value)) {
+      value.forEach((item, i) => walk(item, `${where}[${i}]`));
+    } else if (value !== null && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value)) {
+        const at = where ? `${where}.${k}` : k;
+        if (k.includes('${')) problems.push(`${at}: placeholders are not filled in object keys`);
+        walk(v, at);
+      }
+    }
+  };
+  walk(template, '');
+  return problems;
+}
+
+function clip(text: string): string {
+  return text.length > 40 ? text.slice(0, 40) + '…' : text;
+}
+
+function readTemplateFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (err) {
+    throw new CliFailure(`cannot read ${file === '-' ? 'standard input' : file}: ${(err as NodeJS.ErrnoException).code ?? errorText(err)}`);
+  }
+  // An editor's byte order mark would make the JSON invalid for the daemon.
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+async function templateSet(name: string, key: string, o: ConnectionFlags & { file: string; title?: string }): Promise<void> {
+  const config = loadServiceConfig(name, o.configDir);
+  const refuse = (why: string): never => {
+    throw new CliFailure(`template ${key} not saved: ${why}`);
+  };
+  if (!TEMPLATE_KEY.test(key)) refuse('the key must be 1-32 printable ASCII characters without spaces');
+  if (o.title !== undefined && [...o.title].length > TITLE_MAX_CHARS) refuse(`the title is longer than ${TITLE_MAX_CHARS} characters`);
+  const text = readTemplateFile(o.file);
+  let placeholders: readonly string[];
+  try {
+    const compiled = compileTemplate(key, text, { maxBytes: config.server.templateSize });
+    placeholders = compiled.placeholders;
+  } catch (err) {
+    if (err instanceof InvalidTemplateError) refuse(err.message);
+    throw err;
+  }
+  const problems = placeholderProblems(JSON.parse(text));
+  if (problems.length > 0) refuse(`malformed placeholders (a placeholder is \${NAME}):\n  ${problems.join('\n  ')}`);
+
+  await withStore(config, (store) => store.put({ key, title: o.title, template: text }));
+  const bytes = Buffer.byteLength(text, 'utf8');
+  say(`template ${key} saved (${bytes} bytes; placeholders: ${placeholders!.length > 0 ? placeholders!.join(', ') : 'none'})`);
+
+  const pid = runningPid(config.server.pidFile);
+  if (pid === undefined) {
+    say(`${name} is not running: it loads the template when it starts`);
+    return;
+  }
+  let result: MegaResult;
+  try {
+    result = await withClient(name, o, config, (client) => client.tset(key));
+  } catch (err) {
+    throw new CliFailure(`template ${key} saved, but the TSet to ${name} (pid ${pid}) failed: ${err instanceof MegaError || err instanceof CliFailure ? err.message : errorText(err)}`);
+  }
+  if (!result.ok) {
+    throw new CliFailure(`template ${key} saved, but ${name} (pid ${pid}) refused the TSet: result ${result.code}${result.message ? ` ${result.message}` : ''}`);
+  }
+  say(`${name} (pid ${pid}) reloaded ${key}: result ${result.code}`);
+}

@@ -1,0 +1,12 @@
+/** The Node.js client of the Mega-WeChat protocol. */
+export { MegaClient, parseWechat } from './client.js';
+export type {
+  MegaClientEvents,
+  MegaClientOptions,
+  MegaCloseOptions,
+  MegaReconnectOptions,
+  MegaRequestOptions,
+  MegaResult,
+  MegaTsetOptions,
+  MegaWechatAnswer,
+} from './client.js';

@@ -1,0 +1,32 @@
+/**
+ * mega-wechat as a library: the client backend services use to talk to the daemon.
+ *
+ * ```ts
+ * import { MegaClient, ResultCode } from 'mega-wechat';
+ * const client = await MegaClient.connect({ port: 9501 });
+ * const r = await client.send('oUser123', 'order_paid', { product: 'tea' });
+ * ```
+ */
+export { MegaClient, parseWechat } from './client/index.js';
+export type {
+  MegaClientEvents,
+  MegaClientOptions,
+  MegaCloseOptions,
+  MegaReconnectOptions,
+  MegaRequestOptions,
+  MegaResult,
+  MegaTsetOptions,
+  MegaWechatAnswer,
+} from './client/index.js';
+export { ResultCode } from './protocol/index.js';
+export {
+  MegaError,
+  BadRequestError,
+  MegaAuthError,
+  MegaClientDestroyedError,
+  MegaClientTimeoutError,
+  MegaConnectError,
+  MegaConnectionClosedError,
+  MegaInvalidArgumentError,
+  MegaProtocolError,
+} from './errors.js';
