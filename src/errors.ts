@@ -160,3 +160,119 @@ export class StartupError extends MegaError {
     super(message, 'MEGA_ERR_STARTUP', options);
   }
 }
+
+// ---------------------------------------------------------------- client
+
+/**
+ * An option or argument of {@link MegaClient} (src/client) has the wrong type or an out-of-range
+ * value; the message names it. Thrown by the constructor, and rejected by a request (its
+ * promise, never a synchronous throw) before anything is sent.
+ */
+export class MegaInvalidArgumentError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_CLIENT_INVALID_ARG');
+  }
+}
+
+/**
+ * A request got no answer within its `timeoutMs`. `sent` tells whether it had been written to
+ * the connection: when true its fate is unknown (the daemon may have queued it), so resend it
+ * with the same `msgid`; when false (it waited for a connection or a window slot) it was never
+ * sent.
+ */
+export class MegaClientTimeoutError extends MegaError {
+  readonly timeoutMs: number;
+  readonly sent: boolean;
+  constructor(message: string, timeoutMs: number, sent: boolean, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_CLIENT_TIMEOUT', options);
+    this.timeoutMs = timeoutMs;
+    this.sent = sent;
+  }
+}
+
+/**
+ * The connection closed while the request was pending. With `sent` true its fate is unknown
+ * (the daemon may have queued or delivered it): resend it with the same `msgid`, which WeChat
+ * uses to drop repeats. With `sent` false (reconnect disabled) it was never written.
+ */
+export class MegaConnectionClosedError extends MegaError {
+  readonly sent: boolean;
+  constructor(message: string, sent: boolean, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_CLIENT_CLOSED', options);
+    this.sent = sent;
+  }
+}
+
+/**
+ * The server sent bytes the client cannot decode, or a result for an opaque it never sent.
+ * The connection is dropped; requests that were in flight on it are rejected with this error
+ * and their fate is unknown, as with {@link MegaConnectionClosedError}.
+ */
+export class MegaProtocolError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_CLIENT_PROTOCOL', options);
+  }
+}
+
+/** No connection could be made: refused, unreachable, connect timeout, TLS handshake failure. */
+export class MegaConnectError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_CLIENT_CONNECT', options);
+  }
+}
+
+/**
+ * The server did not accept the client's `auth <token>` frame (result 401, or another code from
+ * a daemon without authentication). The client does not reconnect by itself after this.
+ */
+export class MegaAuthError extends MegaError {
+  /** The result code the server answered the auth frame with. */
+  readonly resultCode: number;
+  constructor(message: string, resultCode: number) {
+    super(message, 'MEGA_ERR_CLIENT_AUTH');
+    this.resultCode = resultCode;
+  }
+}
+
+/** The client was closed or destroyed before this request could be sent: it was never sent. */
+export class MegaClientDestroyedError extends MegaError {
+  constructor(message = 'the client is closed') {
+    super(message, 'MEGA_ERR_CLIENT_DESTROYED');
+  }
+}
+
+// ---------------------------------------------------------------- tasks
+
+/** One bad line of a recipients file. `line` is 1-based, as an editor shows it. */
+export interface RecipientProblem {
+  line: number;
+  reason: string;
+}
+
+/** A recipients file (or `--vars` file) that cannot be used; `problems` names every bad line found. */
+export class RecipientFileError extends MegaError {
+  readonly file: string;
+  readonly problems: readonly RecipientProblem[];
+  constructor(file: string, message: string, problems: readonly RecipientProblem[] = []) {
+    super(message, 'MEGA_ERR_TASK_RECIPIENTS');
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+/** The task table failed (database unreachable, query error). */
+export class TaskStoreError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_TASK_STORE', options);
+  }
+}
+
+/**
+ * A task cannot do what was asked in its current state: unknown id, already running elsewhere,
+ * already done, its recipients file changed since `create`...
+ */
+export class TaskStateError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_TASK_STATE');
+  }
+}

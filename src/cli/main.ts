@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
 import { CliFailure, restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
+import { registerTaskCommands } from './task-commands.js';
+import { registerClientCommands } from './client-commands.js';
 import { main as simulatorMain } from '../wechat/simulator-main.js';
 
 /** Given first, so the caller's own flags (parsed later) win. */
@@ -61,6 +63,8 @@ function serviceProgram(name: string): Command {
     .option('--all', 'every dead letter')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
     .action((id: string | undefined, o: { configDir?: string; all?: boolean }) => dlqRetry(name, id, o));
+  registerClientCommands(program, name);
+  registerTaskCommands(program, name);
   return program;
 }
 
