@@ -1,6 +1,5 @@
-import path from 'node:path';
 import type { Logger } from 'pino';
-import type { MegaConfig } from '../config/config.js';
+import { pdoOptions, type MegaConfig } from '../config/config.js';
 import { openTemplateStore } from '../templates/index.js';
 import { WechatSimulator } from '../wechat/index.js';
 import { CliFailure } from './service.js';
@@ -30,13 +29,7 @@ export async function startDemo(config: MegaConfig, logger: Logger): Promise<() 
   if (url.protocol !== 'http:' || !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
     throw new CliFailure(`--demo runs the simulator at [wechat] api_base, which must be http on loopback; got ${config.wechat.apiBase}`);
   }
-  const store = openTemplateStore({
-    dsn: config.pdo.dsn,
-    username: config.pdo.username,
-    password: config.pdo.password,
-    tablePrefix: config.pdo.tablePrefix,
-    baseDir: path.dirname(config.file),
-  });
+  const store = openTemplateStore(pdoOptions(config));
   try {
     await store.init();
     if ((await store.list(1)).length === 0) {

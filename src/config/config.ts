@@ -433,3 +433,14 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
     },
   };
 }
+
+/** The `[pdo]` settings as every store (templates, tasks) takes them; `sqlite:` paths resolve against the config folder. */
+export function pdoOptions(config: MegaConfig): {
+  dsn: string;
+  username: string | undefined;
+  password: string | undefined;
+  tablePrefix: string;
+  baseDir: string;
+} {
+  return { ...config.pdo, baseDir: path.dirname(config.file) };
+}

@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { MegaConfig, ListenAddress } from '../config/config.js';
+import { pdoOptions, type MegaConfig, type ListenAddress } from '../config/config.js';
 import { openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
 import { FileQueue, type QueueStats } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
@@ -141,13 +141,7 @@ export class Daemon implements RequestHandler {
     };
 
     const store = await step('template store', async () => {
-      const s = openTemplateStore({
-        dsn: config.pdo.dsn,
-        username: config.pdo.username,
-        password: config.pdo.password,
-        tablePrefix: config.pdo.tablePrefix,
-        baseDir: path.dirname(config.file),
-      });
+      const s = openTemplateStore(pdoOptions(config));
       cleanups.push(() => s.close());
       await s.init();
       return s;
