@@ -295,6 +295,7 @@ export class Dispatcher extends EventEmitter {
   private onOutcomes(outcomes: JobOutcome[]): void {
     const dead: DeadLetter[] = [];
     const finished: Array<{ outcome: JobOutcome; job: HeldJob }> = [];
+    const heldBack: HeldJob[] = [];
     for (const outcome of outcomes) {
       const job = this.held.get(outcome.id);
       if (!job) continue;
@@ -318,7 +319,7 @@ export class Dispatcher extends EventEmitter {
         case OutcomeKind.Quota:
         case OutcomeKind.Unreachable:
           // Not the job's fault: it keeps its place (front of the line) and its attempt count.
-          this.retryReady.unshift(job);
+          heldBack.push(job);
           if (outcome.kind === OutcomeKind.Quota) this.startHold('quota', outcome.errmsg ?? 'daily quota reached');
           else this.startHold('unreachable', outcome.reason ?? 'connection failed');
           break;
@@ -332,6 +333,9 @@ export class Dispatcher extends EventEmitter {
           break;
       }
     }
+
+    // Back to the front of the line together, in queue order (ids rise in FIFO order).
+    this.retryReady.unshift(...heldBack.sort((a, b) => a.message.id - b.message.id));
 
     for (const { outcome, job } of finished) {
       const awaited = outcome.replyKey !== undefined && (this.options.isAwaited?.(outcome.replyKey) ?? false);

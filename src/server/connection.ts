@@ -228,7 +228,12 @@ export class Connection {
     answer
       .catch((err: unknown) => {
         const result = resultFor(err);
-        if (result.code === ResultCode.INTERNAL) this.logger.error({ err, remote: this.remote }, 'request failed');
+        if (err instanceof MegaError && err.code === 'MEGA_ERR_TEMPLATE_STORE') {
+          // expected while the database is down: one line, no stack
+          this.logger.warn({ remote: this.remote, reason: err.message }, 'template store unavailable');
+        } else if (result.code === ResultCode.INTERNAL) {
+          this.logger.error({ err, remote: this.remote }, 'request failed');
+        }
         return result;
       })
       .then(({ code, message }) => {
