@@ -1,0 +1,513 @@
+/**
+ * Pieces of `npm run chaos` (bench/chaos.ts): a seeded PRNG, child processes started from
+ * dist/ exactly as an operator would (`mega simulator`, `mega <name> start --foreground`),
+ * pipelined protocol clients that pace themselves, reconnect after a kill and resend a request
+ * of unknown fate with the same `<msgid>`, and an incremental reader of the simulator's record.
+ *
+ * Deliberately self-contained (no import of test/helpers/processes.ts, which registers
+ * node:test hooks): only the protocol codec of src/ and the test TcpProxy are shared.
+ */
+import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FrameDecoder, encodePush, encodeSend, encodeTset, parseResult, type Result } from '../src/protocol/index.js';
+
+/** dist/bin/mega.js, from dist/bench/chaos-lib.js. */
+export const MEGA_BIN = fileURLToPath(new URL('../bin/mega.js', import.meta.url));
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** mulberry32: a small seeded PRNG, so a run can be replayed with its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// ------------------------------------------------------------------ child processes
+
+const children = new Set<ChildProcess>();
+
+/** SIGKILLs (by their pid) every child this process started that still runs. */
+export function killChildren(): void {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+export interface Spawned {
+  child: ChildProcess;
+  match: RegExpExecArray;
+  /** The last 64 KiB the process printed (stdout and stderr). */
+  output(): string;
+}
+
+/**
+ * Spawns `node dist/bin/mega.js ...args`; resolves once its stdout matches `ready`, rejects
+ * when it exits first (with what it printed) or is not ready within `timeoutMs`.
+ */
+export function spawnMega(args: string[], ready: RegExp, timeoutMs = 30_000): Promise<Spawned> {
+  const child = spawn(process.execPath, [MEGA_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  let out = '';
+  const keep = (d: string): void => {
+    out += d;
+    if (out.length > 65536) out = out.slice(-65536);
+  };
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      child.kill('SIGKILL');
+      reject(new Error(`mega ${args.join(' ')}: not ready within ${timeoutMs} ms; output:\n${out}`));
+    }, timeoutMs);
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      keep(d);
+      if (done) return;
+      const match = ready.exec(out);
+      if (match) {
+        done = true;
+        clearTimeout(timer);
+        resolve({ child, match, output: () => out });
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', keep);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (done) return;
+      done = true;
+      reject(new Error(`mega ${args.join(' ')} exited (${signal ?? code}) before it was ready; output:\n${out.trim()}`));
+    });
+  });
+}
+
+export function isAlive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** kill -9 and wait until the process is gone. */
+export async function killHard(child: ChildProcess): Promise<void> {
+  if (!isAlive(child)) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** SIGTERM and wait for the exit code (SIGKILL after `timeoutMs`, then null). */
+export async function stopChild(child: ChildProcess, timeoutMs = 30_000): Promise<number | null> {
+  if (!isAlive(child)) return child.exitCode;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+export type IniSections = Record<string, Record<string, string | number | string[]>>;
+
+/** Writes `<dir>/<name>.ini`; arrays become `key[] = value` lines, values with ; # " are quoted. */
+export function writeIni(dir: string, name: string, sections: IniSections): string {
+  mkdirSync(dir, { recursive: true });
+  const lines: string[] = [];
+  for (const [section, values] of Object.entries(sections)) {
+    lines.push(`[${section}]`);
+    for (const [key, value] of Object.entries(values)) {
+      if (Array.isArray(value)) for (const v of value) lines.push(`${key}[] = ${v}`);
+      else lines.push(`${key} = ${typeof value === 'string' && /[;#"]/.test(value) ? JSON.stringify(value) : value}`);
+    }
+    lines.push('');
+  }
+  const file = path.join(dir, `${name}.ini`);
+  writeFileSync(file, lines.join('\n'));
+  return file;
+}
+
+// ------------------------------------------------------------------ protocol connections
+
+/**
+ * One pipelined protocol connection: requests are correlated by opaque; when the connection
+ * closes every pending request resolves `undefined` (no answer: its fate is unknown).
+ */
+export class ProtoConn {
+  private readonly pending = new Map<number, (r: Result | undefined) => void>();
+  private readonly decoder = new FrameDecoder({ maxLength: 1 << 20 });
+  private nextOpaque = 1;
+  closed = false;
+  onClose: (() => void) | undefined;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      let results: Result[];
+      try {
+        results = this.decoder.push(chunk).map(parseResult);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      for (const r of results) {
+        const cb = this.pending.get(r.opaque);
+        if (!cb) continue;
+        this.pending.delete(r.opaque);
+        cb(r);
+      }
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      const cbs = [...this.pending.values()];
+      this.pending.clear();
+      for (const cb of cbs) cb(undefined);
+      this.onClose?.();
+    });
+  }
+
+  static connect(port: number, timeoutMs = 2000): Promise<ProtoConn> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ port, host: '127.0.0.1' });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error('connect timeout'));
+      }, timeoutMs);
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        resolve(new ProtoConn(socket));
+      });
+    });
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  request(encode: (opaque: number) => Buffer): Promise<Result | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    const opaque = this.nextOpaque;
+    this.nextOpaque = this.nextOpaque >= 0xfffffff0 ? 1 : this.nextOpaque + 1;
+    return new Promise((resolve) => {
+      this.pending.set(opaque, resolve);
+      this.socket.write(encode(opaque));
+    });
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+// ------------------------------------------------------------------ load clients
+
+/** One logical message (one openid), and every answer its requests got. */
+export interface Msg {
+  n: number;
+  openid: string;
+  msgid?: string;
+  kind: 'push' | 'send';
+  vars: Record<string, unknown>;
+  /** One entry per request sent: the result code, or null when the connection closed first. */
+  answers: Array<number | null>;
+  /** For Sends: WeChat's errcode in each 200/400 answer. */
+  errcodes: number[];
+  /** Times it was sent again after an answer that never came. */
+  resends: number;
+}
+
+export interface ClientCounters {
+  frames: number;
+  ok: number;
+  refused503: number;
+  unanswered: number;
+  other: Record<string, number>;
+  resent: number;
+  connectFailures: number;
+  reconnects: number;
+}
+
+export function emptyCounters(): ClientCounters {
+  return { frames: 0, ok: 0, refused503: 0, unanswered: 0, other: {}, resent: 0, connectFailures: 0, reconnects: 0 };
+}
+
+export interface LoadClientOptions {
+  kind: 'push' | 'send';
+  /** Current daemon port. */
+  port: () => number;
+  key: string;
+  /** New requests per second (paced; credit does not pile up beyond `window`). */
+  rate: number;
+  /** Requests in flight at most on the connection. */
+  window: number;
+  /** A new logical message. */
+  make: () => Msg;
+  counters: ClientCounters;
+  /** Resend a request of unknown fate (with the same msgid) at most this often. */
+  maxResends: number;
+}
+
+/**
+ * A pipelined client at a steady rate. When the daemon dies, its requests in flight get no
+ * answer; those with a `<msgid>` are sent again, with the same msgid, once it is back (what a
+ * careful client does with "fate unknown"). Reconnects every 200 ms while it cannot connect.
+ */
+export class LoadClient {
+  private conn: ProtoConn | undefined;
+  private connecting = false;
+  private nextConnectAt = 0;
+  private credit = 0;
+  private stopping = false;
+  private readonly resend: Msg[] = [];
+  private everConnected = false;
+
+  constructor(private readonly o: LoadClientOptions) {}
+
+  /** Called every few ms by the driver. */
+  tick(dtMs: number): void {
+    const conn = this.conn;
+    if (!conn || conn.closed) {
+      this.conn = undefined;
+      this.maybeConnect();
+      return;
+    }
+    if (!this.stopping) this.credit = Math.min(this.o.window, this.credit + (this.o.rate * dtMs) / 1000);
+    while (conn.inFlight < this.o.window) {
+      const again = this.resend.shift();
+      if (again) {
+        again.resends++;
+        this.o.counters.resent++;
+        this.sendOn(conn, again);
+      } else if (!this.stopping && this.credit >= 1) {
+        this.credit--;
+        this.sendOn(conn, this.o.make());
+      } else break;
+    }
+  }
+
+  /** No new messages; requests of unknown fate are still sent again. */
+  stop(): void {
+    this.stopping = true;
+  }
+
+  get inFlight(): number {
+    return this.conn?.inFlight ?? 0;
+  }
+
+  /** Nothing in flight and nothing left to resend. */
+  get idle(): boolean {
+    return this.inFlight === 0 && this.resend.length === 0;
+  }
+
+  close(): void {
+    this.conn?.destroy();
+    this.conn = undefined;
+  }
+
+  private maybeConnect(): void {
+    if (this.connecting || Date.now() < this.nextConnectAt) return;
+    this.connecting = true;
+    ProtoConn.connect(this.o.port()).then(
+      (c) => {
+        this.connecting = false;
+        if (this.everConnected) this.o.counters.reconnects++;
+        this.everConnected = true;
+        this.conn = c;
+      },
+      () => {
+        this.connecting = false;
+        this.o.counters.connectFailures++;
+        this.nextConnectAt = Date.now() + 200;
+      },
+    );
+  }
+
+  private sendOn(conn: ProtoConn, m: Msg): void {
+    const c = this.o.counters;
+    c.frames++;
+    const encode = this.o.kind === 'push' ? encodePush : encodeSend;
+    void conn.request((op) => encode(op, m.openid, this.o.key, m.vars, m.msgid)).then((r) => {
+      if (!r) {
+        m.answers.push(null);
+        c.unanswered++;
+        if (m.msgid !== undefined && m.resends < this.o.maxResends) this.resend.push(m);
+        return;
+      }
+      m.answers.push(r.code);
+      if (r.code === 200) c.ok++;
+      else if (r.code === 503) c.refused503++;
+      else c.other[String(r.code)] = (c.other[String(r.code)] ?? 0) + 1;
+      if (m.kind === 'send' && (r.code === 200 || r.code === 400)) {
+        try {
+          const j = JSON.parse(r.message.toString('utf8')) as { errcode?: unknown };
+          if (typeof j.errcode === 'number') m.errcodes.push(j.errcode);
+        } catch {
+          m.errcodes.push(Number.NaN);
+        }
+      }
+    });
+  }
+}
+
+/** One TSet and what became of it. */
+export interface TsetRecord {
+  at: number;
+  /** The template database was cut off when the TSet was issued. */
+  duringOutage: boolean;
+  code: number | null;
+  message: string;
+  /** When the answer came (ms since the epoch). */
+  answeredAt?: number;
+}
+
+/**
+ * Issues `tset <key>` on its own connection (TSet answers are ordered with Push answers on a
+ * connection, so it must not share the pushers'), one at a time, every `intervalMs()`.
+ */
+export class TsetClient {
+  private conn: ProtoConn | undefined;
+  private connecting = false;
+  private busy = false;
+  private nextAt = 0;
+  private stopped = false;
+  readonly records: TsetRecord[] = [];
+
+  constructor(
+    private readonly port: () => number,
+    private readonly key: string,
+    private readonly dbDown: () => boolean,
+    private readonly intervalMs: () => number,
+  ) {}
+
+  tick(): void {
+    if (this.stopped || this.busy || Date.now() < this.nextAt) return;
+    const conn = this.conn;
+    if (!conn || conn.closed) {
+      this.conn = undefined;
+      if (this.connecting) return;
+      this.connecting = true;
+      ProtoConn.connect(this.port()).then(
+        (c) => {
+          this.connecting = false;
+          this.conn = c;
+        },
+        () => {
+          this.connecting = false;
+          this.nextAt = Date.now() + 200;
+        },
+      );
+      return;
+    }
+    this.busy = true;
+    const rec: TsetRecord = { at: Date.now(), duringOutage: this.dbDown(), code: null, message: '' };
+    this.records.push(rec);
+    void conn.request((op) => encodeTset(op, this.key)).then((r) => {
+      this.busy = false;
+      this.nextAt = Date.now() + this.intervalMs();
+      if (r) {
+        rec.answeredAt = Date.now();
+        rec.code = r.code;
+        rec.message = r.message.toString('utf8');
+      }
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  get idle(): boolean {
+    return !this.busy;
+  }
+
+  close(): void {
+    this.conn?.destroy();
+  }
+}
+
+// ------------------------------------------------------------------ the simulator's record
+
+/** One entry of `GET /_sim/messages` (see ReceivedMessage in src/wechat/simulator.ts). */
+export interface SimMessage {
+  index: number;
+  receivedAt: number;
+  touser?: string;
+  client_msg_id?: string;
+  data?: Record<string, { value?: string }>;
+  status: number;
+  errcode: number | null;
+  duplicate: boolean;
+}
+
+export interface SimStats {
+  tokenRequests: number;
+  sendRequests: number;
+  delivered: number;
+  duplicates: number;
+  byErrcode: Record<string, number>;
+  http5xx: number;
+  inFlight: number;
+  maxInFlight: number;
+}
+
+/** The simulator's control API, straight to its port (never through the fault proxy). */
+export class SimControl {
+  readonly messages: SimMessage[] = [];
+
+  constructor(readonly url: string) {}
+
+  async get<T>(p: string): Promise<T> {
+    const res = await fetch(this.url + p, { signal: AbortSignal.timeout(30_000) });
+    return (await res.json()) as T;
+  }
+
+  async post<T>(p: string, body: unknown): Promise<T> {
+    const res = await fetch(this.url + p, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    return (await res.json()) as T;
+  }
+
+  stats(): Promise<SimStats> {
+    return this.get<SimStats>('/_sim/stats');
+  }
+
+  /** Appends what the simulator recorded since the last call. */
+  async refresh(): Promise<void> {
+    const r = await this.get<{ next: number; messages: SimMessage[] }>(`/_sim/messages?since=${this.messages.length}`);
+    for (const m of r.messages) if (m.index === this.messages.length) this.messages.push(m);
+  }
+}
