@@ -80,7 +80,8 @@ describe('faults', () => {
     for (let i = 0; i < 50; i++) client.write(encodePush(100 + i, `oHELD${i}`, 'k', { v: i }));
     await client.waitFor(51);
     assert.ok(client.results.every((r) => r.code === 200), 'pushes are accepted while WeChat is unreachable');
-    await new Promise((r) => setTimeout(r, 3000)); // the outage
+    // the outage: 3 s by default; MEGA_OUTAGE_S=60 shows a one-minute outage
+    await new Promise((r) => setTimeout(r, Number(process.env.MEGA_OUTAGE_S ?? 3) * 1000));
 
     const status = JSON.parse((await runStatus(stack.configDir)).stdout) as { paused: { reason: string } | null; failed: number };
     assert.equal(status.paused?.reason, 'unreachable');
@@ -90,7 +91,7 @@ describe('faults', () => {
     await eventually(async () => {
       const got = new Set((await sim.messages()).filter((m) => m.touser?.startsWith('oHELD') && m.errcode === 0).map((m) => m.touser));
       return got.size === 50;
-    }, 40000, 'all 50 held pushes delivered after the outage');
+    }, 60000, 'all 50 held pushes delivered after the outage');
     assert.ok(!existsSync(path.join(stack.dir, 'wechat.dead-letter.jsonl')) || readFileSync(path.join(stack.dir, 'wechat.dead-letter.jsonl'), 'utf8') === '');
     client.close();
   });
