@@ -203,8 +203,8 @@ export interface DaemonDir {
 export const DAEMON_NAME = 'bench';
 
 /** Defaults of [setting] task_worker_num / task_concurrency (README). */
-export const DEFAULT_WORKERS = 8;
-export const DEFAULT_CONCURRENCY = 32;
+export const DEFAULT_WORKERS = Math.min(8, os.availableParallelism());
+export const DEFAULT_CONCURRENCY = 128;
 
 /** A fresh folder with the template database and `bench.ini`. */
 export async function prepareDaemonDir(o: DaemonOptions): Promise<DaemonDir> {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import ini from 'ini';
 import { ConfigError } from '../errors.js';
@@ -54,9 +55,13 @@ export interface MegaConfig {
     tls: { cert: string; key: string; ca: string | undefined } | undefined;
   };
   setting: {
-    /** Number of `worker_threads` task workers. @defaultValue 8 */
+    /**
+     * Number of `worker_threads` task workers. Each runs many calls at once, so threads beyond
+     * the CPU cores only add a V8 heap (~15 MB) and scheduling cost.
+     * @defaultValue min(8, CPU cores)
+     */
     taskWorkerNum: number;
-    /** WeChat calls in flight per task worker. @defaultValue 32 */
+    /** WeChat calls in flight per task worker (and its HTTP keep-alive connections). @defaultValue 128 */
     taskConcurrency: number;
     /** Largest frame in bytes, length field included. @defaultValue 2465792 */
     packageMaxLength: number;
@@ -400,8 +405,8 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
       tls,
     },
     setting: {
-      taskWorkerNum: setting.int('task_worker_num', 8, 1, 256),
-      taskConcurrency: setting.int('task_concurrency', 32, 1, 4096),
+      taskWorkerNum: setting.int('task_worker_num', Math.min(8, os.availableParallelism()), 1, 256),
+      taskConcurrency: setting.int('task_concurrency', 128, 1, 4096),
       packageMaxLength: setting.int('package_max_length', 2465792, 64, 256 * 1024 * 1024),
       daemonize: setting.bool('daemonize', false),
     },

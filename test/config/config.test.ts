@@ -1,5 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { parseConfig, loadConfig } from '../../src/config/config.js';
@@ -31,7 +32,8 @@ describe('config', () => {
     assert.equal(c.server.queueFilePath, '/etc/logs/queue');
     assert.equal(c.server.pidFile, '/etc/logs/wechat.pid');
     assert.equal(c.server.controlSocket, '/etc/logs/wechat.sock');
-    assert.equal(c.setting.taskWorkerNum, 8);
+    assert.equal(c.setting.taskWorkerNum, Math.min(8, os.availableParallelism()));
+    assert.equal(c.setting.taskConcurrency, 128);
     assert.equal(c.setting.packageMaxLength, 2465792);
     assert.equal(c.setting.daemonize, false);
     assert.equal(c.pdo.dsn, 'sqlite:../data/wechat.db');
