@@ -16,20 +16,9 @@ export const MEGA_BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.u
 
 export const APP_ID = 'wx_bench_app';
 export const APP_SECRET = 'bench-secret-0123456789abcdef';
-export const TEMPLATE_KEY = 'order_paid';
-/** The README's sample template (src/cli/demo.ts): a realistic size and shape. */
-export const TEMPLATE = {
-  touser: '${OPENID}',
-  template_id: 'ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY',
-  url: 'http://weixin.qq.com/download',
-  data: {
-    first: { value: '恭喜你购买成功！', color: '#173177' },
-    keynote1: { value: '${product}', color: '#173177' },
-    keynote2: { value: '${price}', color: '#173177' },
-    keynote3: { value: '${time}', color: '#173177' },
-    remark: { value: '欢迎再次购买！', color: '#173177' },
-  },
-};
+/** The README's sample template (`npm start --demo` installs it): a realistic size and shape. */
+import { SAMPLE_TEMPLATE_KEY as TEMPLATE_KEY, SAMPLE_TEMPLATE as TEMPLATE } from '../../src/cli/demo.js';
+export { TEMPLATE_KEY, TEMPLATE };
 /** The variables every benchmark message carries. */
 export const VARIABLES = { product: '巧克力', price: '39.8元', time: '2026-11-26 14:30:00' };
 
