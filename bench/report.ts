@@ -1,6 +1,7 @@
 /** Renders the benchmark's results as Markdown. Every figure is the median of its runs. */
 import type { BacklogRun, Cpu, E2eRun, IngestRun, SendRun } from './scenarios.js';
 import { median } from './lib/stats.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_WORKERS } from './lib/procs.js';
 
 export interface BenchResults {
   date: string;
@@ -88,7 +89,7 @@ export function renderReport(r: BenchResults): string {
   L.push(
     `- Daemon: its own process (\`mega bench start --foreground\`), a fresh one with an empty queue for every run; ` +
       `task_worker_num ${s.workers} × task_concurrency ${s.concurrency} = ${total} WeChat calls in flight` +
-      `${s.workers === 8 && s.concurrency === 32 ? ' (the defaults)' : ''}; \`[queue] fsync = always\` unless stated; log_level warn; SQLite template store.`,
+      `${s.workers === DEFAULT_WORKERS && s.concurrency === DEFAULT_CONCURRENCY ? ' (the defaults on this machine: min(8, cores) × 128)' : ''}; \`[queue] fsync = always\` unless stated; log_level warn; SQLite template store.`,
   );
   L.push('- Simulator: `mega simulator` in its own process. Load generator and bare undici loop: the bench process. All on the same machine.');
   L.push(`- Every figure is the **median of ${s.runs} run${s.runs === 1 ? '' : 's'}**; the individual runs follow in the detail tables. Whole bench: ${Math.round(r.durationSeconds)} s.`);

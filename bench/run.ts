@@ -18,7 +18,8 @@
  *   --inflight N         ingest: pushes in flight in total, split over the connections (default 512)
  *   --measure-ms N       ingest: measured interval per run (default 5000; warm-up 1000)
  *   --paced-rates LIST   ingest: open-loop rates at which ACK latency is measured (default 50000,10000)
- *   --alt-config WxC     end to end: also a daemon with W workers × C calls each, same total (default 2x128; none)
+ *   --alt-config WxC     end to end: also a daemon with W workers × C calls each, same total in flight
+ *                        (default: the old defaults' 8 threads, 8x(total/8); none to skip)
  *   --latencies LIST     end-to-end simulator latencies in ms (default 0,50)
  *   --wait-quiet S       wait up to S seconds for the machine to be idle (< 15% of a core busy) first
  *   --out FILE           where to write the Markdown (default bench/results/<date>[-quick].md)
@@ -191,9 +192,10 @@ async function main(): Promise<void> {
 
     if (only.has('e2e')) {
       const total = settings.workers * settings.concurrency;
-      // Another split of the same total concurrency over fewer threads (--alt-config, 'none' to skip).
+      // Another split of the same total concurrency over other threads (--alt-config, 'none' to skip):
+      // by default the original's 8 task workers, the daemon's default before it became min(8, cores).
       let alt: Settings | undefined;
-      const altText = values['alt-config'] ?? '2x128';
+      const altText = values['alt-config'] ?? (total % 8 === 0 ? `8x${total / 8}` : 'none');
       if (altText !== 'none') {
         const m = /^(\d+)x(\d+)$/.exec(altText);
         if (!m) throw new Error(`--alt-config must be WORKERSxCONCURRENCY or none, got ${altText}`);
@@ -242,7 +244,9 @@ async function main(): Promise<void> {
       const full: BacklogRun[] = [];
       const empty: BacklogRun[] = [];
       const fewWorkers: BacklogRun[] = [];
-      const few = { ...settings, workers: 2 };
+      // The same backlog with another thread count shows how much of the memory and start-up is
+      // the worker threads: 8 (the original's and the old default) unless that is what runs, else 2.
+      const few = { ...settings, workers: settings.workers === 8 ? 2 : 8 };
       try {
         for (let i = 0; i < runs; i++) {
           const r = await backlogRun(sim, settings, { queueDir: backlog.queueDir, settleMs: 2000 });
@@ -253,7 +257,6 @@ async function main(): Promise<void> {
           log(`empty queue: listening after ${e.startupMs.toFixed(0)} ms, RSS ${(e.rss / 1e6).toFixed(0)} MB (HWM ${(e.hwm / 1e6).toFixed(0)} MB)`);
           empty.push(e);
           if (settings.workers !== few.workers) {
-            // How much of the memory and start-up is the worker threads: the same backlog with 2 of them.
             const f = await backlogRun(sim, few, { queueDir: backlog.queueDir, settleMs: 2000 });
             log(`${jobs} queued, ${few.workers} workers: listening after ${f.startupMs.toFixed(0)} ms, RSS ${(f.rss / 1e6).toFixed(0)} MB (HWM ${(f.hwm / 1e6).toFixed(0)} MB)`);
             fewWorkers.push(f);
