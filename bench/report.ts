@@ -144,9 +144,9 @@ export function renderReport(r: BenchResults): string {
     L.push(
       `Pipelined raw-protocol clients (one template frame copied with a fresh opaque; answers read with FrameDecoder + parseResult); ` +
         `${s.inflight} pushes in flight in total, split over the connections. ${s.warmupMs} ms warm-up, then ${s.measureMs} ms measured: ` +
-        'rate = 200 answers read in the interval / its length; ACK latency = write of a request → its answer read, for requests written in the interval. ' +
+        'rate = `result 200` answers read in the interval / its length; ACK latency = write of a request → its answer read, for requests written in the interval. ' +
         "Dispatch is held (the simulator refuses tokens with 40164), so the daemon's workers are idle and the figure is the TCP front end + queue. " +
-        'CPU columns: % of one core during the measured interval (median), by thread of the daemon, and of the bench process (the client).',
+        'CPU columns: % of one core during the measured interval (median), by thread of the daemon (told apart by creation order: main, V8 platform, libuv pool, task workers), of the bench process (the client), and of everything else on the machine.',
     );
     L.push('');
     L.push('| connections | fsync | in flight / conn | acked Push/s | ACK p50 | ACK p99 | runs (Push/s) | daemon main | daemon libuv pool | daemon V8 helpers | client | rest of machine |');
@@ -192,8 +192,8 @@ export function renderReport(r: BenchResults): string {
         'so at most task_worker_num / latency messages per second.',
     );
     L.push('');
-    L.push('| simulator latency | daemon | daemon msg/s | bare undici loop msg/s | daemon / bare | original bound (computed) | daemon / original | runs daemon | runs bare | pushes acked after |');
-    L.push('|---|---|---|---|---|---|---|---|---|---|');
+    L.push('| simulator latency | daemon | daemon msg/s | bare undici loop msg/s | daemon / bare | original bound (computed) | daemon / original | runs daemon | runs bare | pushes acked after | daemon msg/s after that (/ bare) |');
+    L.push('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const x of r.e2e) {
       const b = med(x.bare, (y) => y.rate);
       const bound = originalBound(ORIGINAL_TASK_WORKERS, x.latencyMs);
@@ -203,14 +203,16 @@ export function renderReport(r: BenchResults): string {
         const d = med(runs, (y) => y.rate);
         const ratio = median(runs.map((y, i) => y.rate / (x.bare[i]?.rate ?? NaN)));
         L.push(
-          `| ${x.latencyMs} ms | ${name} | **${int(d)}** | ${int(b)} | **${ratio.toFixed(2)}** | ${Number.isFinite(bound) ? `${int(bound)} msg/s` : 'none (no latency)'} | ${Number.isFinite(bound) ? `${(d / bound).toFixed(1)}×` : 'n/a'} | ${runsOf(runs.map((y) => y.rate), int)} | ${runsOf(x.bare.map((y) => y.rate), int)} | ${med(runs, (y) => y.ingestSeconds ?? NaN).toFixed(2)} s |`,
+          `| ${x.latencyMs} ms | ${name} | **${int(d)}** | ${int(b)} | **${ratio.toFixed(2)}** | ${Number.isFinite(bound) ? `${int(bound)} msg/s` : 'none (no latency)'} | ${Number.isFinite(bound) ? `${(d / bound).toFixed(1)}×` : 'n/a'} | ${runsOf(runs.map((y) => y.rate), int)} | ${runsOf(x.bare.map((y) => y.rate), int)} | ${med(runs, (y) => y.ingestSeconds ?? NaN).toFixed(2)} s | ${int(med(runs, (y) => y.afterIngestRate ?? NaN))} (${median(runs.map((y, i) => (y.afterIngestRate ?? NaN) / (x.bare[i]?.rate ?? NaN))).toFixed(2)}) |`,
         );
       }
     }
     L.push('');
     L.push(
       'The daemon column is task_worker_num × task_concurrency; both splits have the same total in flight as the bare loop. ' +
-        'Ratios are the median of the per-iteration ratios (each daemon run against the bare run right after it).',
+        'Ratios are the median of the per-iteration ratios (each daemon run against the bare run right after it). ' +
+        'The last column is the delivery rate from the first poll after every Push was acknowledged to the end: the daemon without the ingest ' +
+        '(and this process pushing) competing for the main thread and the two cores.',
     );
     L.push('');
     L.push('CPU during the end-to-end runs (% of one core, median; 200% = both cores):');
@@ -265,10 +267,10 @@ export function renderReport(r: BenchResults): string {
         'The segment files are in the page cache (just written), as after a restart of a running daemon.',
     );
     L.push('');
-    L.push('| queue | spawn → listening | RSS | VmHWM (peak) | runs (start-up) | runs (RSS) |');
-    L.push('|---|---|---|---|---|---|');
+    L.push('| queue | spawn → listening | RSS | VmHWM (peak) | runs (start-up) | runs (RSS) | rest of machine during start-up |');
+    L.push('|---|---|---|---|---|---|---|');
     const row = (name: string, xs: BacklogRun[]): string =>
-      `| ${name} | **${ms(med(xs, (y) => y.startupMs))}** | **${mb(med(xs, (y) => y.rss))}** | ${mb(med(xs, (y) => y.hwm))} | ${runsOf(xs.map((y) => y.startupMs), ms)} | ${runsOf(xs.map((y) => y.rss), mb)} |`;
+      `| ${name} | **${ms(med(xs, (y) => y.startupMs))}** | **${mb(med(xs, (y) => y.rss))}** | ${mb(med(xs, (y) => y.hwm))} | ${runsOf(xs.map((y) => y.startupMs), ms)} | ${runsOf(xs.map((y) => y.rss), mb)} | ${runsOf(xs.map((y) => y.otherCpu), pct)} |`;
     L.push(row(`${int(b.jobs)} jobs, task_worker_num ${s.workers}`, b.full));
     L.push(row(`empty, task_worker_num ${s.workers}`, b.empty));
     if (b.fewWorkers.length > 0) L.push(row(`${int(b.jobs)} jobs, task_worker_num ${b.fewWorkersCount}`, b.fewWorkers));

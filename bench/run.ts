@@ -24,6 +24,13 @@
  *   --wait-quiet S       wait up to S seconds for the machine to be idle (< 15% of a core busy) first
  *   --out FILE           where to write the Markdown (default bench/results/<date>[-quick].md)
  *   --no-write           print only
+ *
+ * Environment:
+ *   MEGA_BENCH_TMPDIR            where the temporary daemon folders and the 1M-job queue go (default os.tmpdir())
+ *   MEGA_BENCH_DAEMON_NODE_ARGS  extra node flags for every daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ *   MEGA_BENCH_COMMIT            the commit to print when running from an exported copy (not a git checkout)
+ *
+ * Not part of `npm test`. Needs ~5.5 minutes on 2 cores, ~400 MB free in the temp folder.
  */
 import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';

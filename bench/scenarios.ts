@@ -19,7 +19,9 @@ import {
   TEMPLATE_KEY,
   VARIABLES,
   daemonStatus,
+  machineBusy,
   memoryOf,
+  processCpu,
   prepareDaemonDir,
   removeDir,
   sleep,
@@ -87,17 +89,21 @@ export interface E2eRun {
   rate: number;
   /** Daemon only: when every Push was acknowledged, seconds after the first was written. */
   ingestSeconds?: number;
+  /** Daemon only: delivered/s from the moment every Push was acknowledged to the end. */
+  afterIngestRate?: number;
   delivered: number;
   cpu: Cpu;
   /** Largest number of sends the simulator held at once. */
   maxInFlight: number;
 }
 
-async function waitDelivered(sim: Simulator, target: number, timeoutMs: number): Promise<number> {
+/** Polls until `delivered` reaches `target`; returns when it did, and every (time, delivered) seen on the way. */
+async function waitDelivered(sim: Simulator, target: number, timeoutMs: number, seen: Array<[number, number]> = []): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const st = await sim.stats();
     const now = performance.now();
+    seen.push([now, st.delivered]);
     if (st.delivered >= target) return now;
     const bad = Object.entries(st.byErrcode).filter(([code]) => code !== '0');
     if (bad.length > 0) throw new Error(`simulator answered errors: ${JSON.stringify(st.byErrcode)}`);
@@ -127,16 +133,22 @@ export async function e2eDaemonRun(sim: Simulator, s: Settings, o: { latencyMs: 
     sampler.start();
     const t0 = performance.now();
     const burst = pushBurst(daemon.port, o.messages, 16, 256);
-    const tEnd = await waitDelivered(sim, o.messages, 300_000);
+    const seen: Array<[number, number]> = [];
+    const tEnd = await waitDelivered(sim, o.messages, 300_000, seen);
     const cpu = sampler.stop();
     const b = await burst;
     if (b.errors > 0) throw new Error(`${b.errors} pushes refused: ${b.firstError}`);
     const st = await sim.stats();
     const seconds = (tEnd - t0) / 1000;
+    // Delivery rate once every Push was acknowledged (from the first poll after that moment):
+    // the daemon no longer shares its main thread and the two cores with the ingest.
+    const after = seen.find(([t]) => t >= b.ackedAt);
+    const afterIngestRate = after && tEnd > after[0] ? (o.messages - after[1]) / ((tEnd - after[0]) / 1000) : NaN;
     return {
       messages: o.messages,
       seconds,
       rate: o.messages / seconds,
+      afterIngestRate,
       ingestSeconds: (b.ackedAt - t0) / 1000,
       delivered: st.delivered,
       cpu,
@@ -293,6 +305,8 @@ export async function prefillBacklog(jobs: number, log: (l: string) => void): Pr
 
 export interface BacklogRun {
   startupMs: number;
+  /** % of one core the rest of the machine used while the daemon started. */
+  otherCpu: number;
   rss: number;
   hwm: number;
   depth: number;
@@ -313,12 +327,21 @@ export async function backlogRun(sim: Simulator, s: Settings, o: { queueDir?: st
   };
   if (o.queueDir !== undefined) dirOptions.queueDir = o.queueDir;
   const dir = await prepareDaemonDir(dirOptions);
+  // Everything else the machine did from spawn to listening (other processes slow a start-up down).
+  const busyBefore = machineBusy();
+  const simBefore = processCpu(sim.pid);
+  const selfBefore = process.cpuUsage();
+  const spawnedAt = performance.now();
   const daemon = await startDaemon(dir);
+  const daemonCpu = processCpu(daemon.pid);
+  const self = process.cpuUsage(selfBefore);
+  const otherSeconds = machineBusy() - busyBefore - daemonCpu - (processCpu(sim.pid) - simBefore) - (self.user + self.system) / 1e6;
+  const otherCpu = Math.max(0, (100 * otherSeconds) / ((performance.now() - spawnedAt) / 1000));
   try {
     await sleep(o.settleMs);
     const mem = memoryOf(daemon.pid);
     const st = await daemonStatus(dir);
-    return { startupMs: daemon.startupMs, rss: mem.rss, hwm: mem.hwm, depth: st.queue.depth };
+    return { startupMs: daemon.startupMs, rss: mem.rss, hwm: mem.hwm, depth: st.queue.depth, otherCpu };
   } finally {
     await daemon.stop();
     removeDir(dir.dir);
