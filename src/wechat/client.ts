@@ -11,7 +11,7 @@
  * - No message ever contains the app secret or an access token (URLs are redacted).
  */
 
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { ConfigError, TokenError, WechatTransportError, type WechatTransportKind } from '../errors.js';
 import { redactLiterals, redactSecrets } from './redact.js';
 
@@ -20,7 +20,10 @@ export interface WechatClientOptions {
   apiBase: string;
   /** undici Pool size (max sockets). @defaultValue 64 */
   connections?: number;
-  /** Whole-request timeout (connect + answer). @defaultValue 10000 */
+  /**
+   * Longest wait for each step of a request: connecting, the answer's headers once the request
+   * is written, and each gap in its body. @defaultValue 10000
+   */
   timeoutMs?: number;
   /** HTTP/1.1 pipelining depth per socket. @defaultValue 1 */
   pipelining?: number;
@@ -84,6 +87,42 @@ function snippet(text: string): string {
 interface HttpAnswer {
   status: number;
   text: string;
+}
+
+const JSON_HEADERS = { 'content-type': 'application/json; charset=utf-8' };
+
+/** Collects one response's status and body text; calls `done` once, with either. */
+class AnswerCollector implements Dispatcher.DispatchHandler {
+  private status = 0;
+  private chunks: Buffer[] = [];
+  private finished = false;
+
+  constructor(private readonly done: (err: Error | null, answer?: HttpAnswer) => void) {}
+
+  onRequestStart(): void {}
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number): void {
+    this.status = statusCode;
+    this.chunks = [];
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    if (this.finished) return;
+    this.finished = true;
+    const c = this.chunks;
+    const text = c.length === 1 ? c[0]!.toString('utf8') : Buffer.concat(c).toString('utf8');
+    this.done(null, { status: this.status, text });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.done(err);
+  }
 }
 
 export class WechatClient {
@@ -258,34 +297,38 @@ export class WechatClient {
     return json as Record<string, unknown>;
   }
 
-  private async request(method: 'GET' | 'POST', path: string, body?: string): Promise<HttpAnswer> {
-    const ac = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      ac.abort();
-    }, this.timeoutMs);
-    try {
-      const res = await this.pool.request({
-        method,
-        path: this.prefix + path,
-        headers: body === undefined ? undefined : { 'content-type': 'application/json; charset=utf-8' },
-        body,
-        signal: ac.signal,
+  /**
+   * One HTTP exchange through `Pool.dispatch` with a handler that only collects the body: no
+   * body stream, AbortController or timer per call, which `Pool.request` would add to every
+   * message. Time limits are the pool's own (`connectTimeout`, `headersTimeout`,
+   * `bodyTimeout`, each `timeoutMs`).
+   */
+  private request(method: 'GET' | 'POST', path: string, body?: string): Promise<HttpAnswer> {
+    return new Promise<HttpAnswer>((resolve, reject) => {
+      const handler = new AnswerCollector((err, answer) => {
+        if (err) reject(this.transportError(err, method, path));
+        else resolve(answer!);
       });
-      const text = await res.body.text();
-      return { status: res.statusCode, text };
-    } catch (err) {
-      throw this.transportError(err, timedOut, method, path);
-    } finally {
-      clearTimeout(timer);
-    }
+      try {
+        this.pool.dispatch(
+          {
+            method,
+            path: this.prefix + path,
+            headers: body === undefined ? undefined : JSON_HEADERS,
+            body,
+          },
+          handler,
+        );
+      } catch (err) {
+        reject(this.transportError(err, method, path));
+      }
+    });
   }
 
-  private transportError(err: unknown, timedOut: boolean, method: string, path: string): WechatTransportError {
+  private transportError(err: unknown, method: string, path: string): WechatTransportError {
     const code = errorCode(err);
     let kind: WechatTransportKind;
-    if (timedOut || (code !== undefined && TIMEOUT_CODES.has(code))) kind = 'timeout';
+    if (code !== undefined && TIMEOUT_CODES.has(code)) kind = 'timeout';
     else if (code !== undefined && CLOSED_CODES.has(code)) kind = 'closed';
     else kind = 'connection';
     const what =
