@@ -5,7 +5,7 @@ import type { TaskPool } from '../workers/pool.js';
 import type { JobMessage } from '../workers/messages.js';
 import type { TokenManager } from '../wechat/token-manager.js';
 import { OutcomeKind, type JobOutcome } from './outcome.js';
-import { decodeJobRecord } from './job.js';
+import { decodeJobRecord, type JobRecord } from './job.js';
 import type { DeadLetter, DeadLetterLog } from './dead-letter.js';
 import { RateLimiter, RateMeter } from './rate.js';
 
@@ -58,7 +58,8 @@ interface HeldJob {
 }
 
 /**
- * The final word on a job, emitted as `settled`: the daemon answers a waiting Send with it.
+ * The final word on a Send job (one with a reply key), emitted as `settled`: the daemon answers
+ * the waiting client with it. Push jobs need no such event.
  * `outcome.kind` is Ok or Failed.
  */
 export interface Settlement {
@@ -366,7 +367,7 @@ export class Dispatcher extends EventEmitter {
           'template message failed',
         );
       }
-      this.emit('settled', { outcome, message: clientMessage(outcome) } satisfies Settlement);
+      if (outcome.replyKey !== undefined) this.emit('settled', { outcome, message: clientMessage(outcome) } satisfies Settlement);
     }
     if (this.held.size === 0) this.emit('drained');
     this.pump();
@@ -385,17 +386,17 @@ export class Dispatcher extends EventEmitter {
   }
 
   private deadLetter(outcome: JobOutcome, job: HeldJob): DeadLetter {
-    let clientMsgId: string | undefined;
+    let record: Partial<JobRecord> = {};
     try {
-      clientMsgId = decodeJobRecord(job.message.payload).m;
+      record = decodeJobRecord(job.message.payload);
     } catch {
-      clientMsgId = undefined;
+      // an undecodable record is still recorded, with what the outcome says of it
     }
     return {
       id: outcome.id,
-      openid: outcome.openid,
-      key: outcome.key,
-      clientMsgId,
+      openid: record.o ?? outcome.openid ?? '',
+      key: record.t ?? outcome.key ?? '',
+      clientMsgId: record.m,
       errcode: outcome.errcode ?? -1,
       errmsg: outcome.errmsg ?? outcome.reason ?? '',
       time: new Date().toISOString(),

@@ -32,8 +32,9 @@ export interface JobOutcome {
   token?: string;
   /** For transport failures: what went wrong, without secrets. */
   reason?: string;
-  openid: string;
-  key: string;
+  /** The job's openid and template key: on every outcome but a delivered Push. */
+  openid?: string;
+  key?: string;
   /** Reply key of a Send job waiting on this process. */
   replyKey?: string;
 }

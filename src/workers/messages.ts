@@ -39,5 +39,6 @@ export type ToWorkerMessage =
 
 export type FromWorkerMessage =
   | { type: FromWorker.Ready }
-  | { type: FromWorker.Outcomes; outcomes: JobOutcome[] }
+  /** `delivered`: ids of jobs delivered (errcode 0) with no client waiting; `outcomes`: the rest. */
+  | { type: FromWorker.Outcomes; delivered: number[]; outcomes: JobOutcome[] }
   | { type: FromWorker.Closed };

@@ -77,11 +77,17 @@ export class TaskPool extends EventEmitter {
             slot.ready = true;
             resolve(slot);
             break;
-          case FromWorker.Outcomes:
-            for (const o of message.outcomes) slot.inFlight.delete(o.id);
-            this.emit('outcomes', message.outcomes);
+          case FromWorker.Outcomes: {
+            const outcomes = message.outcomes;
+            for (const o of outcomes) slot.inFlight.delete(o.id);
+            for (const id of message.delivered) {
+              slot.inFlight.delete(id);
+              outcomes.push({ id, kind: OutcomeKind.Ok });
+            }
+            this.emit('outcomes', outcomes);
             if (this.inFlight === 0) this.emit('idle');
             break;
+          }
           case FromWorker.Closed:
             break;
         }
