@@ -89,7 +89,7 @@ export function renderReport(r: BenchResults): string {
   L.push(
     `- Daemon: its own process (\`mega bench start --foreground\`), a fresh one with an empty queue for every run; ` +
       `task_worker_num ${s.workers} × task_concurrency ${s.concurrency} = ${total} WeChat calls in flight` +
-      `${s.workers === DEFAULT_WORKERS && s.concurrency === DEFAULT_CONCURRENCY ? ' (the defaults on this machine: min(8, cores) × 128)' : ''}; \`[queue] fsync = always\` unless stated; log_level warn; SQLite template store.`,
+      `${s.workers === DEFAULT_WORKERS && s.concurrency === DEFAULT_CONCURRENCY ? ' (the defaults on this machine: min(8, cores) workers × ceil(512 / workers) calls)' : ''}; \`[queue] fsync = always\` unless stated; log_level warn; SQLite template store.`,
   );
   L.push('- Simulator: `mega simulator` in its own process. Load generator and bare undici loop: the bench process. All on the same machine.');
   L.push(`- Every figure is the **median of ${s.runs} run${s.runs === 1 ? '' : 's'}**; the individual runs follow in the detail tables. Whole bench: ${Math.round(r.durationSeconds)} s.`);

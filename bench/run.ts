@@ -14,7 +14,7 @@
  *   --e2e-warmup N       end to end: messages sent first, untimed, by the daemon and the bare loop (default 2000)
  *   --jobs N             queued jobs for the start-up / RSS figure (default 1000000)
  *   --workers N          [setting] task_worker_num (default min(8, cores), the daemon's default)
- *   --concurrency N      [setting] task_concurrency (default 128, the daemon's default)
+ *   --concurrency N      [setting] task_concurrency (default ceil(512 / workers), the daemon's default)
  *   --inflight N         ingest: pushes in flight in total, split over the connections (default 512)
  *   --measure-ms N       ingest: measured interval per run (default 5000; warm-up 1000)
  *   --paced-rates LIST   ingest: open-loop rates at which ACK latency is measured (default 50000,10000)

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { openTemplateStore } from '../../src/templates/index.js';
+import { defaultTaskConcurrency } from '../../src/config/config.js';
 
 /** dist/bin/mega.js, from dist/bench/lib/procs.js. */
 export const MEGA_BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
@@ -193,7 +194,7 @@ export const DAEMON_NAME = 'bench';
 
 /** Defaults of [setting] task_worker_num / task_concurrency (README). */
 export const DEFAULT_WORKERS = Math.min(8, os.availableParallelism());
-export const DEFAULT_CONCURRENCY = 128;
+export const DEFAULT_CONCURRENCY = defaultTaskConcurrency(DEFAULT_WORKERS);
 
 /** A fresh folder with the template database and `bench.ini`. */
 export async function prepareDaemonDir(o: DaemonOptions): Promise<DaemonDir> {

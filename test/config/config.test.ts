@@ -33,7 +33,7 @@ describe('config', () => {
     assert.equal(c.server.pidFile, '/etc/logs/wechat.pid');
     assert.equal(c.server.controlSocket, '/etc/logs/wechat.sock');
     assert.equal(c.setting.taskWorkerNum, Math.min(8, os.availableParallelism()));
-    assert.equal(c.setting.taskConcurrency, 128);
+    assert.equal(c.setting.taskConcurrency, Math.ceil(512 / c.setting.taskWorkerNum));
     assert.equal(c.setting.packageMaxLength, 2465792);
     assert.equal(c.setting.daemonize, false);
     assert.equal(c.pdo.dsn, 'sqlite:../data/wechat.db');
