@@ -1,11 +1,18 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import mysql from 'mysql2/promise';
-import type { Pool, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
-import { ConfigError } from '../errors.js';
-import { parseDsn, type MysqlDsn, type SqliteDsn } from '../templates/dsn.js';
+import type Database from 'better-sqlite3';
+import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { TaskStoreError } from '../errors.js';
+import {
+  MysqlStore,
+  openSqlite,
+  parseDsn,
+  sqliteLocation,
+  SqlStore,
+  tableName,
+  textColumn as text,
+  unixNow,
+  type MysqlDsn,
+  type SqliteDsn,
+} from '../db/index.js';
 
 /**
  * The table of bulk tasks, `{table_prefix}task` (default `mega_task`), on the same `[pdo] dsn`
@@ -141,14 +148,9 @@ export interface TaskStoreOptions {
 }
 
 const TABLE_SUFFIX = 'task';
-const TABLE_NAME_MAX = 64;
 const COLUMNS =
   'id, tmpl_key, name, file, source, checksum, nonce, total, success, fail, position, done_above, status, message, ' +
   'report, report_size, owner, heartbeat_at, created_at, updated_at, started_at, finished_at';
-const SQLITE_BUSY_TIMEOUT_MS = 5000;
-const MYSQL_CONNECT_TIMEOUT_MS = 5000;
-const MYSQL_QUERY_TIMEOUT_MS = 10_000;
-const RETRYABLE = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNRESET', 'EPIPE']);
 const NAME_MAX = 255;
 const PATH_MAX = 1024;
 
@@ -157,12 +159,7 @@ const PATH_MAX = 1024;
  * @throws ConfigError for a bad DSN or table prefix.
  */
 export function openTaskStore(options: TaskStoreOptions): TaskStore {
-  const prefix = options.tablePrefix ?? 'mega_';
-  if (typeof prefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(prefix)) {
-    throw new ConfigError('[pdo] table_prefix may hold only letters, digits and _');
-  }
-  const table = prefix + TABLE_SUFFIX;
-  if (table.length > TABLE_NAME_MAX) throw new ConfigError(`[pdo] table_prefix is too long for the table ${table}`);
+  const table = tableName(options.tablePrefix, TABLE_SUFFIX);
   const dsn = parseDsn(options.dsn, options.baseDir);
   return dsn.driver === 'sqlite' ? new SqliteTaskStore(dsn, table) : new MysqlTaskStore(dsn, table, options.username, options.password);
 }
@@ -198,12 +195,6 @@ export function decodeDoneAbove(text: string): number[] {
     for (let i = from; i <= to; i++) out.push(i);
   }
   return out;
-}
-
-function text(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  if (Buffer.isBuffer(v)) return v.toString('utf8');
-  return String(v);
 }
 
 function toRow(r: Record<string, unknown>): TaskRow {
@@ -243,10 +234,6 @@ function checkNew(t: NewTask): void {
   if (!Number.isSafeInteger(t.total) || t.total < 1) throw new RangeError('task total must be a positive integer');
 }
 
-function unixNow(): number {
-  return Math.floor(Date.now() / 1000);
-}
-
 /** SET clause and values of a transition (column names are the same on both databases). */
 function transitionSet(to: TaskTransition, q: (c: string) => string): { set: string; values: unknown[] } {
   const parts = [`${q('status')} = ?`, `${q('updated_at')} = ?`];
@@ -282,39 +269,11 @@ function progressSet(p: TaskProgress, q: (c: string) => string): { set: string; 
   };
 }
 
-function describe(err: unknown): string {
-  if (err instanceof AggregateError && err.errors.length > 0) return describe(err.errors[0]);
-  if (err instanceof Error) return err.message || String((err as { code?: unknown }).code ?? err.name);
-  return String(err);
-}
-
-abstract class BaseTaskStore {
-  abstract readonly location: string;
-  protected state: 'new' | 'open' | 'closed' = 'new';
-  protected secret: string | undefined;
-
-  protected fail(what: string, err: unknown): TaskStoreError {
-    if (err instanceof TaskStoreError) return err;
-    let message = `${this.location}: ${what}: ${describe(err)}`;
-    let cause: unknown = err;
-    if (this.secret && message.includes(this.secret)) {
-      message = message.split(this.secret).join('***');
-      cause = undefined;
-    }
-    return new TaskStoreError(message, cause === undefined ? undefined : { cause });
-  }
-
-  protected checkOpen(): void {
-    if (this.state === 'new') throw new TaskStoreError(`${this.location}: task store is not initialised; call init() first`);
-    if (this.state === 'closed') throw new TaskStoreError(`${this.location}: task store is closed`);
-  }
-}
-
 // ------------------------------------------------------------------ SQLite
 
 const sq = (c: string): string => `"${c}"`;
 
-class SqliteTaskStore extends BaseTaskStore implements TaskStore {
+class SqliteTaskStore extends SqlStore implements TaskStore {
   readonly kind = 'sqlite' as const;
   readonly location: string;
   #db: Database.Database | undefined;
@@ -323,8 +282,8 @@ class SqliteTaskStore extends BaseTaskStore implements TaskStore {
     private readonly dsn: SqliteDsn,
     readonly table: string,
   ) {
-    super();
-    this.location = `sqlite ${dsn.filename}`;
+    super(TaskStoreError, 'task store');
+    this.location = sqliteLocation(dsn);
   }
 
   get #t(): string {
@@ -334,13 +293,10 @@ class SqliteTaskStore extends BaseTaskStore implements TaskStore {
   async init(): Promise<void> {
     if (this.state === 'open') return;
     if (this.state === 'closed') this.checkOpen();
-    let db: Database.Database | undefined;
     try {
-      if (!this.dsn.memory) mkdirSync(dirname(this.dsn.filename), { recursive: true });
-      db = new Database(this.dsn.filename, { timeout: SQLITE_BUSY_TIMEOUT_MS });
       // WAL: `task show` in another shell reads while the runner writes several times a second.
-      db.pragma('journal_mode = WAL');
-      db.exec(`CREATE TABLE IF NOT EXISTS ${this.#t} (
+      const { db } = openSqlite(this.dsn, (db) => {
+        db.exec(`CREATE TABLE IF NOT EXISTS ${this.#t} (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   tmpl_key char(32) NOT NULL,
   name varchar(255) NOT NULL DEFAULT '',
@@ -364,15 +320,11 @@ class SqliteTaskStore extends BaseTaskStore implements TaskStore {
   started_at int NOT NULL DEFAULT 0,
   finished_at int NOT NULL DEFAULT 0
 )`);
-      db.prepare(`SELECT ${COLUMNS} FROM ${this.#t} LIMIT 0`).all();
+        db.prepare(`SELECT ${COLUMNS} FROM ${this.#t} LIMIT 0`).all();
+      });
       this.#db = db;
       this.state = 'open';
     } catch (err) {
-      try {
-        db?.close();
-      } catch {
-        // the open failure is the one worth reporting
-      }
       throw this.fail('open', err);
     }
   }
@@ -458,11 +410,8 @@ class SqliteTaskStore extends BaseTaskStore implements TaskStore {
 const mq = (c: string): string => `\`${c}\``;
 const MYSQL_COLUMNS = COLUMNS.split(', ').map(mq).join(', ');
 
-class MysqlTaskStore extends BaseTaskStore implements TaskStore {
+class MysqlTaskStore extends MysqlStore implements TaskStore {
   readonly kind = 'mysql' as const;
-  readonly location: string;
-  readonly #config: PoolOptions;
-  #pool: Pool | undefined;
 
   constructor(
     dsn: MysqlDsn,
@@ -470,70 +419,18 @@ class MysqlTaskStore extends BaseTaskStore implements TaskStore {
     username: string | undefined,
     password: string | undefined,
   ) {
-    super();
-    this.secret = password || undefined;
-    const where = dsn.socketPath !== undefined ? `unix:${dsn.socketPath}` : `${dsn.host}:${dsn.port}`;
-    this.location = `mysql ${where}/${dsn.database}`;
-    this.#config = {
-      host: dsn.host,
-      port: dsn.port,
-      socketPath: dsn.socketPath,
-      database: dsn.database,
-      user: username,
-      password: password ?? '',
-      charset: dsn.charset,
-      connectTimeout: MYSQL_CONNECT_TIMEOUT_MS,
-      connectionLimit: 2,
-      maxIdle: 1,
-      idleTimeout: 60_000,
-      enableKeepAlive: true,
-      multipleStatements: false,
-    };
+    super(TaskStoreError, 'task store', dsn, username, password);
   }
 
   get #t(): string {
     return `\`${this.table}\``;
   }
 
-  async #run<T extends RowDataPacket[] | ResultSetHeader>(what: string, sql: string, values: unknown[]): Promise<T> {
-    this.checkOpenOrInit();
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const [result] = await this.#pool!.execute<T>({ sql, values, timeout: MYSQL_QUERY_TIMEOUT_MS });
-        return result;
-      } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if (attempt === 0 && typeof code === 'string' && RETRYABLE.has(code) && this.state !== 'closed') continue;
-        throw this.fail(what, err);
-      }
-    }
-  }
-
-  private checkOpenOrInit(): void {
-    if (this.state === 'closed' || !this.#pool) this.checkOpen();
-  }
-
   async init(): Promise<void> {
-    if (this.state === 'open') return;
-    if (this.state === 'closed') this.checkOpen();
-    if (!this.#pool) {
-      try {
-        this.#pool = mysql.createPool(this.#config);
-      } catch (err) {
-        throw new ConfigError(`[pdo] dsn: ${describe(err)}`);
-      }
-    }
-    try {
-      const exists = await this.#run<RowDataPacket[]>(
-        'init',
-        'SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?',
-        [this.table],
-      );
-      if (Number(exists[0]?.n) === 0) {
-        // TEXT columns cannot have a DEFAULT on older servers: every insert gives them a value.
-        await this.#run<ResultSetHeader>(
-          `create table ${this.table}`,
-          `CREATE TABLE IF NOT EXISTS ${this.#t} (
+    // TEXT columns cannot have a DEFAULT on older servers: every insert gives them a value.
+    await this.openTable(
+      this.table,
+      `CREATE TABLE IF NOT EXISTS ${this.#t} (
   \`id\` int unsigned NOT NULL AUTO_INCREMENT,
   \`tmpl_key\` char(32) NOT NULL COMMENT '模板key',
   \`name\` varchar(255) NOT NULL DEFAULT '' COMMENT '任务名称',
@@ -558,24 +455,15 @@ class MysqlTaskStore extends BaseTaskStore implements TaskStore {
   \`finished_at\` int NOT NULL DEFAULT '0',
   PRIMARY KEY (\`id\`)
 ) DEFAULT CHARSET=utf8mb4`,
-          [],
-        );
-      }
-      await this.#run<RowDataPacket[]>(`check table ${this.table}`, `SELECT ${MYSQL_COLUMNS} FROM ${this.#t} LIMIT 0`, []);
-    } catch (err) {
-      const pool = this.#pool;
-      this.#pool = undefined;
-      await pool?.end().catch(() => {});
-      throw err;
-    }
-    this.state = 'open';
+      MYSQL_COLUMNS,
+    );
   }
 
   async create(task: NewTask): Promise<TaskRow> {
     checkNew(task);
     this.checkOpen();
     const now = unixNow();
-    const r = await this.#run<ResultSetHeader>(
+    const r = await this.run<ResultSetHeader>(
       'create task',
       `INSERT INTO ${this.#t} (\`tmpl_key\`, \`name\`, \`file\`, \`source\`, \`checksum\`, \`nonce\`, \`total\`, \`done_above\`, \`status\`, \`message\`, \`report\`, \`report_size\`, \`created_at\`, \`updated_at\`)
        VALUES (?, ?, ?, ?, ?, ?, ?, '', 'pending', '', ?, ?, ?, ?)`,
@@ -588,13 +476,13 @@ class MysqlTaskStore extends BaseTaskStore implements TaskStore {
 
   async get(id: number): Promise<TaskRow | undefined> {
     this.checkOpen();
-    const rows = await this.#run<RowDataPacket[]>(`get task ${id}`, `SELECT ${MYSQL_COLUMNS} FROM ${this.#t} WHERE \`id\` = ?`, [id]);
+    const rows = await this.run<RowDataPacket[]>(`get task ${id}`, `SELECT ${MYSQL_COLUMNS} FROM ${this.#t} WHERE \`id\` = ?`, [id]);
     return rows[0] === undefined ? undefined : toRow(rows[0]);
   }
 
   async list(limit?: number): Promise<TaskRow[]> {
     this.checkOpen();
-    const rows = await this.#run<RowDataPacket[]>(
+    const rows = await this.run<RowDataPacket[]>(
       'list tasks',
       `SELECT ${MYSQL_COLUMNS} FROM ${this.#t} ORDER BY \`id\` DESC${limit === undefined ? '' : ` LIMIT ${Math.max(0, Math.floor(limit))}`}`,
       [],
@@ -605,7 +493,7 @@ class MysqlTaskStore extends BaseTaskStore implements TaskStore {
   async transition(id: number, from: { status: TaskStatus; owner: string }, to: TaskTransition): Promise<boolean> {
     this.checkOpen();
     const { set, values } = transitionSet(to, mq);
-    const r = await this.#run<ResultSetHeader>(
+    const r = await this.run<ResultSetHeader>(
       `update task ${id}`,
       `UPDATE ${this.#t} SET ${set} WHERE \`id\` = ? AND \`status\` = ? AND \`owner\` = ?`,
       [...values, id, from.status, from.owner],
@@ -616,30 +504,17 @@ class MysqlTaskStore extends BaseTaskStore implements TaskStore {
   async saveProgress(id: number, owner: string, progress: TaskProgress): Promise<TaskControl | undefined> {
     this.checkOpen();
     const { set, values } = progressSet(progress, mq);
-    await this.#run<ResultSetHeader>(
+    await this.run<ResultSetHeader>(
       `save progress of task ${id}`,
       `UPDATE ${this.#t} SET ${set}, \`updated_at\` = ?, \`heartbeat_at\` = ? WHERE \`id\` = ? AND \`owner\` = ?`,
       [...values, unixNow(), Date.now(), id, owner],
     );
-    const rows = await this.#run<RowDataPacket[]>(
+    const rows = await this.run<RowDataPacket[]>(
       `read task ${id}`,
       `SELECT \`status\`, \`message\`, \`owner\` FROM ${this.#t} WHERE \`id\` = ?`,
       [id],
     );
     const r = rows[0];
     return r === undefined ? undefined : { status: text(r.status) as TaskStatus, message: text(r.message), owner: text(r.owner) };
-  }
-
-  async close(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    const pool = this.#pool;
-    this.#pool = undefined;
-    if (!pool) return;
-    try {
-      await pool.end();
-    } catch (err) {
-      throw this.fail('close', err);
-    }
   }
 }

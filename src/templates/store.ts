@@ -1,10 +1,18 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import mysql from 'mysql2/promise';
-import type { Pool, PoolOptions, ResultSetHeader, RowDataPacket } from 'mysql2/promise';
+import type Database from 'better-sqlite3';
+import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { ConfigError, TemplateStoreError } from '../errors.js';
-import { parseDsn, type MysqlDsn, type SqliteDsn } from './dsn.js';
+import {
+  MysqlStore,
+  openSqlite,
+  parseDsn,
+  sqliteLocation,
+  SqlStore,
+  tableName,
+  textColumn as text,
+  unixNow,
+  type MysqlDsn,
+  type SqliteDsn,
+} from '../db/index.js';
 
 /**
  * The table operators edit templates in: `${prefix}wechat_template`, as the original's
@@ -71,26 +79,7 @@ export interface StoreOptions {
 const KEY_MAX_CHARS = 32;
 const TITLE_MAX_CHARS = 100;
 const TABLE_SUFFIX = 'wechat_template';
-/** MySQL identifiers are at most 64 characters. */
-const TABLE_NAME_MAX = 64;
 const COLUMNS = 'tmpl_key, title, template, created_at, updated_at';
-
-/** Waits this long for a MySQL connection before failing. */
-const MYSQL_CONNECT_TIMEOUT_MS = 5000;
-/** A query slower than this fails instead of hanging a TSet forever. */
-const MYSQL_QUERY_TIMEOUT_MS = 10_000;
-/**
- * The store serves start-up and TSet only (messages render from the cache), so two connections
- * are plenty.
- */
-const MYSQL_POOL_SIZE = 2;
-/**
- * Idle connections are closed after a minute, so a TSet after hours of quiet opens a fresh one
- * instead of finding a connection the server (wait_timeout) or a firewall dropped silently.
- */
-const MYSQL_IDLE_TIMEOUT_MS = 60_000;
-/** SQLite waits this long for a lock held by an operator's sqlite3 shell before failing. */
-const SQLITE_BUSY_TIMEOUT_MS = 5000;
 
 /**
  * Creates the store named by the DSN. Does no I/O: call {@link TemplateStore.init}.
@@ -107,16 +96,7 @@ export function openTemplateStore(options: StoreOptions): TemplateStore {
     throw new ConfigError('[pdo] password (options.password) must be a string');
   }
   if (baseDir !== undefined && typeof baseDir !== 'string') throw new TypeError('options.baseDir must be a string');
-  const prefix = options.tablePrefix ?? 'mega_';
-  if (typeof prefix !== 'string' || !/^[A-Za-z0-9_]*$/.test(prefix)) {
-    throw new ConfigError('[pdo] table_prefix (options.tablePrefix) may hold only letters, digits and _');
-  }
-  const table = prefix + TABLE_SUFFIX;
-  if (table.length > TABLE_NAME_MAX) {
-    throw new ConfigError(
-      `[pdo] table_prefix (options.tablePrefix) is too long: ${table.length} characters, the table name may have ${TABLE_NAME_MAX}`,
-    );
-  }
+  const table = tableName(options.tablePrefix, TABLE_SUFFIX);
   const dsn = parseDsn(options.dsn, baseDir);
   return dsn.driver === 'sqlite'
     ? new SqliteTemplateStore(dsn, table)
@@ -142,10 +122,6 @@ function checkLimit(limit: number | undefined): void {
   }
 }
 
-function unixNow(): number {
-  return Math.floor(Date.now() / 1000);
-}
-
 /** Rows may come from a table an operator created by hand: tolerate NULLs, Buffers, strings for ints. */
 function toRow(r: Record<string, unknown>): TemplateRow {
   return {
@@ -157,51 +133,9 @@ function toRow(r: Record<string, unknown>): TemplateRow {
   };
 }
 
-function text(v: unknown): string {
-  if (v === null || v === undefined) return '';
-  if (Buffer.isBuffer(v)) return v.toString('utf8');
-  return String(v);
-}
-
-/** The most useful one-line description of a driver error (AggregateError has an empty message). */
-function describe(err: unknown): string {
-  if (err instanceof AggregateError && err.errors.length > 0) return describe(err.errors[0]);
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    if (err.message) return err.message;
-    if (typeof code === 'string') return code;
-    return err.name;
-  }
-  return String(err);
-}
-
-abstract class BaseStore {
-  abstract readonly location: string;
-  protected state: 'new' | 'open' | 'closed' = 'new';
-  /** Filled by MySQL only: a password to scrub from any message. */
-  protected secret: string | undefined;
-
-  protected fail(what: string, err: unknown): TemplateStoreError {
-    let message = `${this.location}: ${what}: ${describe(err)}`;
-    let cause: unknown = err;
-    // No driver is known to echo the password, but a message must never carry it; the cause
-    // (the driver's own error) is dropped too, since loggers print it.
-    if (this.secret && message.includes(this.secret)) {
-      message = message.split(this.secret).join('***');
-      cause = undefined;
-    }
-    return new TemplateStoreError(message, cause === undefined ? undefined : { cause });
-  }
-
-  protected checkOpen(): void {
-    if (this.state === 'new') throw new TemplateStoreError(`${this.location}: store is not initialised; call init() first`);
-    if (this.state === 'closed') throw new TemplateStoreError(`${this.location}: store is closed`);
-  }
-}
-
 // ---------------------------------------------------------------- SQLite
 
-class SqliteTemplateStore extends BaseStore implements TemplateStore {
+class SqliteTemplateStore extends SqlStore implements TemplateStore {
   readonly kind = 'sqlite' as const;
   readonly location: string;
   readonly table: string;
@@ -220,51 +154,46 @@ class SqliteTemplateStore extends BaseStore implements TemplateStore {
     | undefined;
 
   constructor(dsn: SqliteDsn, table: string) {
-    super();
+    super(TemplateStoreError, 'store');
     this.#dsn = dsn;
     this.table = table;
-    this.location = `sqlite ${dsn.filename}`;
+    this.location = sqliteLocation(dsn);
   }
 
   async init(): Promise<void> {
     if (this.state === 'open') return;
     if (this.state === 'closed') this.checkOpen();
-    let db: Database.Database | undefined;
     try {
-      if (!this.#dsn.memory) mkdirSync(dirname(this.#dsn.filename), { recursive: true });
-      db = new Database(this.#dsn.filename, { timeout: SQLITE_BUSY_TIMEOUT_MS });
-      // WAL lets an operator's sqlite3 shell read and write while the daemon holds the file open.
-      db.pragma('journal_mode = WAL');
       const t = `"${this.table}"`;
-      db.exec(
-        `CREATE TABLE IF NOT EXISTS ${t} (
+      const { db, value } = openSqlite(this.#dsn, (db) => {
+        db.exec(
+          `CREATE TABLE IF NOT EXISTS ${t} (
   tmpl_key char(32) NOT NULL PRIMARY KEY,
   title varchar(100) NOT NULL DEFAULT '',
   template text NOT NULL,
   created_at int NOT NULL DEFAULT 0,
   updated_at int NOT NULL DEFAULT 0
 )`,
-      );
-      // Preparing these also checks that an existing table has every column we need.
-      // The upsert is UPDATE-then-INSERT (not ON CONFLICT) so a hand-made table without a
-      // primary key still works.
-      this.#stmts = {
-        get: db.prepare(`SELECT ${COLUMNS} FROM ${t} WHERE tmpl_key = ?`),
-        list: db.prepare(`SELECT ${COLUMNS} FROM ${t} ORDER BY tmpl_key`),
-        listLimit: db.prepare(`SELECT ${COLUMNS} FROM ${t} ORDER BY tmpl_key LIMIT ?`),
-        update: db.prepare(`UPDATE ${t} SET template = ?, updated_at = ? WHERE tmpl_key = ?`),
-        updateTitle: db.prepare(`UPDATE ${t} SET title = ?, template = ?, updated_at = ? WHERE tmpl_key = ?`),
-        insert: db.prepare(`INSERT INTO ${t} (${COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
-        remove: db.prepare(`DELETE FROM ${t} WHERE tmpl_key = ?`),
-      };
+        );
+        // Preparing these also checks that an existing table has every column we need.
+        // The upsert is UPDATE-then-INSERT (not ON CONFLICT) so a hand-made table without a
+        // primary key still works.
+        return {
+          get: db.prepare<[string]>(`SELECT ${COLUMNS} FROM ${t} WHERE tmpl_key = ?`),
+          list: db.prepare<[]>(`SELECT ${COLUMNS} FROM ${t} ORDER BY tmpl_key`),
+          listLimit: db.prepare<[number]>(`SELECT ${COLUMNS} FROM ${t} ORDER BY tmpl_key LIMIT ?`),
+          update: db.prepare<[string, number, string]>(`UPDATE ${t} SET template = ?, updated_at = ? WHERE tmpl_key = ?`),
+          updateTitle: db.prepare<[string, string, number, string]>(
+            `UPDATE ${t} SET title = ?, template = ?, updated_at = ? WHERE tmpl_key = ?`,
+          ),
+          insert: db.prepare<[string, string, string, number, number]>(`INSERT INTO ${t} (${COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
+          remove: db.prepare<[string]>(`DELETE FROM ${t} WHERE tmpl_key = ?`),
+        };
+      });
       this.#db = db;
+      this.#stmts = value;
       this.state = 'open';
     } catch (err) {
-      try {
-        db?.close();
-      } catch {
-        // the open failure is the one worth reporting
-      }
       throw this.fail('open', err);
     }
   }
@@ -331,82 +260,22 @@ class SqliteTemplateStore extends BaseStore implements TemplateStore {
 
 // ---------------------------------------------------------------- MySQL
 
-/** Errors after which the same statement on a new connection may succeed. */
-const RETRYABLE = new Set(['PROTOCOL_CONNECTION_LOST', 'ECONNRESET', 'EPIPE']);
-
-class MysqlTemplateStore extends BaseStore implements TemplateStore {
+class MysqlTemplateStore extends MysqlStore implements TemplateStore {
   readonly kind = 'mysql' as const;
-  readonly location: string;
   readonly table: string;
-  readonly #config: PoolOptions;
-  // Created by init(), not the constructor: a mysql2 pool runs a timer that would keep the
-  // process alive for a store that is never used.
-  #pool: Pool | undefined;
 
   constructor(dsn: MysqlDsn, table: string, username: string | undefined, password: string | undefined) {
-    super();
+    super(TemplateStoreError, 'store', dsn, username, password);
     this.table = table;
-    this.secret = password || undefined;
-    const where = dsn.socketPath !== undefined ? `unix:${dsn.socketPath}` : `${dsn.host}:${dsn.port}`;
-    this.location = `mysql ${where}/${dsn.database}`;
-    this.#config = {
-      host: dsn.host,
-      port: dsn.port,
-      socketPath: dsn.socketPath,
-      database: dsn.database,
-      user: username,
-      password: password ?? '',
-      charset: dsn.charset,
-      connectTimeout: MYSQL_CONNECT_TIMEOUT_MS,
-      connectionLimit: MYSQL_POOL_SIZE,
-      // With maxIdle below connectionLimit mysql2 closes connections idle for idleTimeout.
-      maxIdle: 1,
-      idleTimeout: MYSQL_IDLE_TIMEOUT_MS,
-      enableKeepAlive: true,
-      multipleStatements: false,
-    };
-  }
-
-  /** Runs one statement; on a connection dropped under it, runs it once more on a fresh connection. */
-  async #run<T extends RowDataPacket[] | ResultSetHeader>(what: string, sql: string, values: unknown[]): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const [result] = await this.#pool!.execute<T>({ sql, values, timeout: MYSQL_QUERY_TIMEOUT_MS });
-        return result;
-      } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if (attempt === 0 && typeof code === 'string' && RETRYABLE.has(code) && this.state !== 'closed') continue;
-        throw this.fail(what, err);
-      }
-    }
   }
 
   async init(): Promise<void> {
-    if (this.state === 'open') return;
-    if (this.state === 'closed') this.checkOpen();
-    if (!this.#pool) {
-      try {
-        this.#pool = mysql.createPool(this.#config);
-      } catch (err) {
-        // createPool does not connect; it throws only for a bad option, such as an unknown charset.
-        throw new ConfigError(`[pdo] dsn: ${describe(err)}`);
-      }
-    }
-    try {
-      const t = `\`${this.table}\``;
-      const exists = await this.#run<RowDataPacket[]>(
-        'init',
-        'SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?',
-        [this.table],
-      );
-      // Checked first so that an account without CREATE privilege can use an existing table.
-      if (Number(exists[0]?.n) === 0) {
-        // The seed's DDL, with utf8mb4 spelled out: an old server defaulting to latin1 would
-        // mangle the Chinese text templates hold. tmpl_key gets the charset's default collation,
-        // which compares case-insensitively: `abc` and `ABC` are the same key, as in the original.
-        await this.#run<ResultSetHeader>(
-          `create table ${this.table}`,
-          `CREATE TABLE IF NOT EXISTS ${t} (
+    // The seed's DDL, with utf8mb4 spelled out: an old server defaulting to latin1 would
+    // mangle the Chinese text templates hold. tmpl_key gets the charset's default collation,
+    // which compares case-insensitively: `abc` and `ABC` are the same key, as in the original.
+    await this.openTable(
+      this.table,
+      `CREATE TABLE IF NOT EXISTS \`${this.table}\` (
   \`tmpl_key\` char(32) NOT NULL COMMENT '模板key',
   \`title\` varchar(100) NOT NULL DEFAULT '' COMMENT '模板标题',
   \`template\` text NOT NULL COMMENT '模板内容',
@@ -414,24 +283,13 @@ class MysqlTemplateStore extends BaseStore implements TemplateStore {
   \`updated_at\` int(11) NOT NULL DEFAULT '0',
   PRIMARY KEY (\`tmpl_key\`)
 ) DEFAULT CHARSET=utf8mb4`,
-          [],
-        );
-      }
-      // Fails now, at start, if an existing table lacks a column, rather than at the first TSet.
-      await this.#run<RowDataPacket[]>(`check table ${this.table}`, `SELECT ${COLUMNS} FROM ${t} LIMIT 0`, []);
-    } catch (err) {
-      // Without this a failed start would leave the pool's timer keeping the process alive.
-      const pool = this.#pool;
-      this.#pool = undefined;
-      await pool?.end().catch(() => {});
-      throw err;
-    }
-    this.state = 'open';
+      COLUMNS,
+    );
   }
 
   async get(key: string): Promise<TemplateRow | undefined> {
     this.checkOpen();
-    const rows = await this.#run<RowDataPacket[]>(
+    const rows = await this.run<RowDataPacket[]>(
       `get ${JSON.stringify(key)}`,
       `SELECT ${COLUMNS} FROM \`${this.table}\` WHERE tmpl_key = ?`,
       [key],
@@ -444,7 +302,7 @@ class MysqlTemplateStore extends BaseStore implements TemplateStore {
     this.checkOpen();
     // LIMIT is inlined (already checked to be a safe integer): some servers reject it as a
     // prepared-statement parameter.
-    const rows = await this.#run<RowDataPacket[]>(
+    const rows = await this.run<RowDataPacket[]>(
       'list',
       `SELECT ${COLUMNS} FROM \`${this.table}\` ORDER BY tmpl_key${limit === undefined ? '' : ` LIMIT ${limit}`}`,
       [],
@@ -464,29 +322,16 @@ class MysqlTemplateStore extends BaseStore implements TemplateStore {
     const values: unknown[] = [key, title ?? '', row.template, now, now];
     if (title !== undefined) values.push(title);
     values.push(row.template, now);
-    await this.#run<ResultSetHeader>(`put ${JSON.stringify(key)}`, sql, values);
+    await this.run<ResultSetHeader>(`put ${JSON.stringify(key)}`, sql, values);
   }
 
   async remove(key: string): Promise<boolean> {
     this.checkOpen();
-    const result = await this.#run<ResultSetHeader>(
+    const result = await this.run<ResultSetHeader>(
       `remove ${JSON.stringify(key)}`,
       `DELETE FROM \`${this.table}\` WHERE tmpl_key = ?`,
       [key],
     );
     return result.affectedRows > 0;
-  }
-
-  async close(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    const pool = this.#pool;
-    this.#pool = undefined;
-    if (!pool) return;
-    try {
-      await pool.end();
-    } catch (err) {
-      throw this.fail('close', err);
-    }
   }
 }

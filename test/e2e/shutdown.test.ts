@@ -9,7 +9,6 @@ import path from 'node:path';
 import { encodePush, encodeSend } from '../../src/protocol/index.js';
 import { spawnMega } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle } from '../helpers/stack.js';
-import { RawClient } from '../helpers/client.js';
 
 const TEMPLATE = { template_id: 't-stop', data: { first: { value: '${n}' } } };
 

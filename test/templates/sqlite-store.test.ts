@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { openTemplateStore, type TemplateStore } from '../../src/templates/store.js';
+import { openTemplateStore } from '../../src/templates/store.js';
 import { ConfigError, TemplateStoreError } from '../../src/errors.js';
 
 /** The seed README's DDL, minus the COMMENT clauses SQLite does not parse. */

@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
-import { parseDsn } from '../../src/templates/dsn.js';
+import { parseDsn } from '../../src/db/dsn.js';
 import { ConfigError } from '../../src/errors.js';
 
 function configError(re: RegExp) {
