@@ -7,17 +7,7 @@
  * const r = await client.send('oUser123', 'order_paid', { product: 'tea' });
  * ```
  */
-export { MegaClient, parseWechat } from './client/index.js';
-export type {
-  MegaClientEvents,
-  MegaClientOptions,
-  MegaCloseOptions,
-  MegaReconnectOptions,
-  MegaRequestOptions,
-  MegaResult,
-  MegaTsetOptions,
-  MegaWechatAnswer,
-} from './client/index.js';
+export * from './client/index.js';
 export { ResultCode } from './protocol/index.js';
 export {
   MegaError,
