@@ -18,31 +18,10 @@ import { runMega, type RunResult } from '../helpers/processes.js';
 import type { IniSections } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 import type { RawClient } from '../helpers/client.js';
+import type { ReceivedMessage, SimulatorStats } from '../../src/wechat/simulator.js';
 
 const TEMPLATE = { touser: '${OPENID}', template_id: 'tmpl-robust', data: { first: { value: 'n=${n}' } } };
 const KEY = 'robust';
-
-interface SimStats {
-  tokenRequests: number;
-  sendRequests: number;
-  quotaRequests: number;
-  delivered: number;
-  duplicates: number;
-  byErrcode: Record<string, number>;
-  http5xx: number;
-  hung: number;
-  inFlight: number;
-}
-
-interface SimRecord {
-  index: number;
-  receivedAt: number;
-  touser?: string;
-  client_msg_id?: string;
-  status: number;
-  errcode: number | null;
-  duplicate: boolean;
-}
 
 interface Status {
   sent: number;
@@ -71,8 +50,8 @@ describe('WeChat API robustness (issue 4)', () => {
   let sim: SimulatorHandle;
   let stack: Stack | undefined;
 
-  const stats = (): Promise<SimStats> => sim.get<SimStats>('/_sim/stats');
-  const record = async (): Promise<SimRecord[]> => (await sim.get<{ messages: SimRecord[] }>('/_sim/messages')).messages;
+  const stats = (): Promise<SimulatorStats> => sim.get<SimulatorStats>('/_sim/stats');
+  const record = async (): Promise<ReceivedMessage[]> => (await sim.get<{ messages: ReceivedMessage[] }>('/_sim/messages')).messages;
   const configure = async (patch: Record<string, unknown>): Promise<void> => {
     const res = await fetch(sim.url + '/_sim/config', {
       method: 'POST',
@@ -129,7 +108,7 @@ describe('WeChat API robustness (issue 4)', () => {
   const ids = (prefix: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
   /** Waits until every openid has a delivery (errcode 0) in the simulator's record. */
-  async function allDelivered(openids: string[], timeoutMs = 20000): Promise<SimRecord[]> {
+  async function allDelivered(openids: string[], timeoutMs = 20000): Promise<ReceivedMessage[]> {
     const want = new Set(openids);
     let missing = openids.length;
     try {
@@ -150,8 +129,8 @@ describe('WeChat API robustness (issue 4)', () => {
    * at all (the simulator flags a repeat of a delivered client_msg_id as `duplicate`; WeChat
    * drops those, so the user still sees the message once).
    */
-  function assertExactlyOnce(rec: SimRecord[], openids: string[], allowRepeats = false): void {
-    const okByUser = new Map<string, SimRecord[]>();
+  function assertExactlyOnce(rec: ReceivedMessage[], openids: string[], allowRepeats = false): void {
+    const okByUser = new Map<string, ReceivedMessage[]>();
     for (const m of rec) {
       if (m.errcode !== 0 || m.duplicate || m.touser === undefined) continue;
       const list = okByUser.get(m.touser) ?? [];
