@@ -197,9 +197,15 @@ export class MegaClientTimeoutError extends MegaError {
  */
 export class MegaConnectionClosedError extends MegaError {
   readonly sent: boolean;
-  constructor(message: string, sent: boolean, options?: { cause?: unknown }) {
+  /**
+   * The result code the server sent as its reason before closing (500 for an unknown command or
+   * an undecodable stream, 413 for an oversize frame); undefined when it gave none.
+   */
+  readonly serverCode: number | undefined;
+  constructor(message: string, sent: boolean, options?: { cause?: unknown; serverCode?: number }) {
     super(message, 'MEGA_ERR_CLIENT_CLOSED', options);
     this.sent = sent;
+    this.serverCode = options?.serverCode;
   }
 }
 

@@ -185,8 +185,9 @@ interface Conn {
   failure: Error | undefined;
   /** Last socket error. */
   error: Error | undefined;
-  /** A 413/500 result with opaque 0: the server's reason for closing. */
+  /** A 413/500 result: the server's reason for closing, as text and as its code. */
   serverReason: string | undefined;
+  serverCode: number | undefined;
   connectTimer: NodeJS.Timeout | undefined;
 }
 
@@ -495,6 +496,7 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
       failure: undefined,
       error: undefined,
       serverReason: undefined,
+      serverCode: undefined,
       connectTimer: undefined,
     };
     this.#conn = conn;
@@ -583,6 +585,7 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
         // The daemon could not read a frame and is closing the connection.
         const text = result.message.toString('utf8');
         conn.serverReason = `result ${result.code}${text ? ` ${text}` : ''}`;
+        conn.serverCode = result.code;
         return;
       }
       this.#fail(conn, new MegaProtocolError(`${this.#address} sent result ${result.code} for opaque ${result.opaque}, which is not pending`));
@@ -596,7 +599,10 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
     this.#settle(req);
     if (result.code === ResultCode.TOO_LARGE || result.code === ResultCode.INTERNAL) {
       const text = result.message.toString('utf8');
-      conn.serverReason ??= `result ${result.code}${text ? ` ${text}` : ''} to ${req.what}`;
+      if (conn.serverReason === undefined) {
+        conn.serverReason = `result ${result.code}${text ? ` ${text}` : ''} to ${req.what}`;
+        conn.serverCode = result.code;
+      }
     }
     req.resolve(toMegaResult(req.kind, result));
     this.#pump();
@@ -654,7 +660,10 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
     }
     if (Date.now() - conn.readyAt >= STABLE_CONNECTION_MS || conn.answered) this.#attempts = 0;
     if (conn.failure) this.#emitError(conn.failure);
-    this.emit('disconnect', reason ?? (conn.serverReason ? new MegaConnectionClosedError(why, true) : undefined));
+    // The server's own reason, when it gave one, says more than the socket error that followed it.
+    const serverClosed =
+      conn.serverCode !== undefined ? new MegaConnectionClosedError(why, true, { cause: conn.error, serverCode: conn.serverCode }) : undefined;
+    this.emit('disconnect', conn.failure ?? serverClosed ?? conn.error);
 
     if (this.#state === 'closed') {
       // destroy() already settled everything
@@ -662,7 +671,7 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
       this.#rejectQueued((req) => new MegaClientDestroyedError(`${req.what}: the connection closed while the client was closing; not sent`));
       this.#finishClose();
     } else if (this.#reconnect) {
-      this.#lastError = reason ?? new MegaConnectionClosedError(why, true);
+      this.#lastError = reason ?? serverClosed ?? new MegaConnectionClosedError(why, true);
       this.#scheduleReconnect();
     } else {
       this.#state = 'idle';

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import type { MegaResult } from '../client/client.js';
-import { TaskStateError } from '../errors.js';
+import { MegaConnectionClosedError, TaskStateError } from '../errors.js';
+import { ResultCode } from '../protocol/index.js';
 import { ProgressTracker } from './progress.js';
 import { RecipientListReader, verifyRecipientList, type TaskRecipient, type Variables } from './recipients.js';
 import { ReportWriter } from './report.js';
@@ -275,7 +276,9 @@ export class TaskRunner {
     this.#reader = new RecipientListReader(task.file, (i) => this.#tracker.isFinished(i));
     this.#client.on?.('disconnect', (reason) => {
       // The daemon closes a connection after answering 500 (or when it cannot read a frame).
-      if (reason && /after result 500/.test(reason.message)) this.#pause(`the daemon closed the connection: ${reason.message}`);
+      if (reason instanceof MegaConnectionClosedError && reason.serverCode === ResultCode.INTERNAL) {
+        this.#pause(`the daemon closed the connection: ${reason.message}`);
+      }
     });
     this.#samples.push({ at: Date.now(), finished: this.#tracker.finished });
     const saver = setInterval(() => this.#saveTick(), this.#o.saveIntervalMs ?? 100);

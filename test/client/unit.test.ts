@@ -224,6 +224,22 @@ describe('MegaClient against a fake server', () => {
     await c.close();
   });
 
+  it("a server that answers 500 and closes: 'disconnect' carries its code, requests in flight their unknown fate", async () => {
+    const server = await fake((f, conn) => {
+      conn.answer(f.opaque, 500, 'unknown command');
+      conn.socket.end();
+    });
+    const c = client({ port: server.port, reconnect: false });
+    const disconnected = new Promise<Error | undefined>((resolve) => c.once('disconnect', resolve));
+    const r = await c.push('o1', 'k');
+    assert.equal(r.code, 500);
+    const reason = await disconnected;
+    assert.ok(reason instanceof MegaConnectionClosedError, `got ${String(reason)}`);
+    assert.equal(reason.serverCode, 500);
+    assert.match(reason.message, /after result 500 unknown command/);
+    c.destroy();
+  });
+
   it('undecodable bytes are a protocol error', async () => {
     const server = await fake((_f, conn) => conn.socket.write(Buffer.from([0, 0, 0, 1, 0xff])));
     const c = client({ port: server.port, reconnect: false });
