@@ -22,6 +22,18 @@ function intArg(name: string, value: string | undefined, min: number): number | 
   return n;
 }
 
+const USAGE = `usage: mega simulator [options]
+  --host H             address to listen on (default 127.0.0.1)
+  --port P             port (mega simulator: 9502; 0 = any free port)
+  --latency-ms N       delay before every answer (default 0)
+  --app-id ID          the app id it accepts (mega simulator: wx_demo_app)
+  --app-secret S       the secret it accepts (mega simulator: demo_secret)
+  --token-ttl S        expires_in of the tokens it issues, in seconds (default 7200)
+  --daily-limit N      template messages per day before 45009 (default 100000)
+  --no-record-bodies   leave each message's body and data out of the record
+Faults, reset and the record of what it received: the /_sim/* endpoints (README).
+`;
+
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
   let opts: SimulatorOptions;
   try {
@@ -38,8 +50,13 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         'token-ttl': { type: 'string' },
         'daily-limit': { type: 'string' },
         'no-record-bodies': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
       },
     });
+    if (values.help === true) {
+      process.stdout.write(USAGE);
+      return;
+    }
     opts = {};
     if (values.host !== undefined) opts.host = values.host;
     const port = intArg('port', values.port, 0);

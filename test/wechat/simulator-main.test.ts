@@ -52,3 +52,15 @@ test('simulator-main rejects bad arguments with exit code 2', async () => {
   assert.equal(code, 2);
   assert.match(stderr, /--port/);
 });
+
+test('simulator-main --help prints every option and exits 0 without listening', async () => {
+  const child = spawn(process.execPath, [MAIN, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  assert.equal(code, 0);
+  for (const option of ['--host', '--port', '--latency-ms', '--app-id', '--app-secret', '--token-ttl', '--daily-limit', '--no-record-bodies']) {
+    assert.ok(stdout.includes(option), `usage names ${option}`);
+  }
+  assert.doesNotMatch(stdout, /"url"/);
+});
