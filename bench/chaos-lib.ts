@@ -4,14 +4,12 @@
  * pipelined protocol clients that pace themselves, reconnect after a kill and resend a request
  * of unknown fate with the same `<msgid>`, and an incremental reader of the simulator's record.
  *
- * Deliberately self-contained (no import of test/helpers/processes.ts, which registers
- * node:test hooks): only the protocol codec of src/ and the test TcpProxy are shared.
+ * Deliberately free of test/helpers/processes.ts, which registers node:test hooks: only the
+ * protocol codec of src/ and the hook-free test helpers (TcpProxy, PRNG, ini writer) are shared.
  */
 import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FrameDecoder, encodePush, encodeSend, encodeTset, parseResult, type Result } from '../src/protocol/index.js';
 
@@ -122,24 +120,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export type IniSections = Record<string, Record<string, string | number | string[]>>;
-
-/** Writes `<dir>/<name>.ini`; arrays become `key[] = value` lines, values with ; # " are quoted. */
-export function writeIni(dir: string, name: string, sections: IniSections): string {
-  mkdirSync(dir, { recursive: true });
-  const lines: string[] = [];
-  for (const [section, values] of Object.entries(sections)) {
-    lines.push(`[${section}]`);
-    for (const [key, value] of Object.entries(values)) {
-      if (Array.isArray(value)) for (const v of value) lines.push(`${key}[] = ${v}`);
-      else lines.push(`${key} = ${typeof value === 'string' && /[;#"]/.test(value) ? JSON.stringify(value) : value}`);
-    }
-    lines.push('');
-  }
-  const file = path.join(dir, `${name}.ini`);
-  writeFileSync(file, lines.join('\n'));
-  return file;
-}
+export { writeIni, type IniSections } from '../test/helpers/ini.js';
 
 // ------------------------------------------------------------------ protocol connections
 

@@ -4,13 +4,14 @@
  * --foreground`), plus /proc readers for RSS and per-thread CPU.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { openTemplateStore } from '../../src/templates/index.js';
 import { defaultTaskConcurrency } from '../../src/config/config.js';
+import { writeIni, type IniSections } from '../../test/helpers/ini.js';
 
 /** dist/bin/mega.js, from dist/bench/lib/procs.js. */
 export const MEGA_BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
@@ -207,8 +208,8 @@ export async function prepareDaemonDir(o: DaemonOptions): Promise<DaemonDir> {
   await store.init();
   await store.put({ key: TEMPLATE_KEY, title: 'order paid', template: JSON.stringify(TEMPLATE) });
   await store.close();
-  const sections: Record<string, Record<string, string | number>> = {
-    server: { 'listen[]': '127.0.0.1:0', queue_file_path: queueDir, pid_file: path.join(dir, 'bench.pid'), shutdown_timeout: 5 },
+  const sections: IniSections = {
+    server: { listen: ['127.0.0.1:0'], queue_file_path: queueDir, pid_file: path.join(dir, 'bench.pid'), shutdown_timeout: 5 },
     setting: {
       task_worker_num: o.taskWorkerNum ?? DEFAULT_WORKERS,
       task_concurrency: o.taskConcurrency ?? DEFAULT_CONCURRENCY,
@@ -220,13 +221,7 @@ export async function prepareDaemonDir(o: DaemonOptions): Promise<DaemonDir> {
     log: { log_file: path.join(dir, 'logs', 'bench.log'), log_level: 'warn' },
   };
   for (const [s, v] of Object.entries(o.extra ?? {})) sections[s] = { ...(sections[s] ?? {}), ...v };
-  const lines: string[] = [];
-  for (const [s, v] of Object.entries(sections)) {
-    lines.push(`[${s}]`);
-    for (const [k, val] of Object.entries(v)) lines.push(`${k} = ${val}`);
-    lines.push('');
-  }
-  writeFileSync(path.join(configDir, `${DAEMON_NAME}.ini`), lines.join('\n'));
+  writeIni(configDir, DAEMON_NAME, sections);
   return { dir, configDir, queueDir, dbFile };
 }
 

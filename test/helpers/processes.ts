@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
@@ -95,23 +95,4 @@ export function tempDir(prefix = 'mega-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export interface IniSections {
-  [section: string]: Record<string, string | number | string[]>;
-}
-
-/** Writes `<dir>/<name>.ini` from sections; arrays become `key[] = value` lines. */
-export function writeIni(dir: string, name: string, sections: IniSections): string {
-  mkdirSync(dir, { recursive: true });
-  const lines: string[] = [];
-  for (const [section, values] of Object.entries(sections)) {
-    lines.push(`[${section}]`);
-    for (const [key, value] of Object.entries(values)) {
-      if (Array.isArray(value)) for (const v of value) lines.push(`${key}[] = ${v}`);
-      else lines.push(`${key} = ${typeof value === 'string' && /[;#"]/.test(value) ? JSON.stringify(value) : value}`);
-    }
-    lines.push('');
-  }
-  const file = path.join(dir, `${name}.ini`);
-  writeFileSync(file, lines.join('\n'));
-  return file;
-}
+export { writeIni, type IniSections } from './ini.js';
