@@ -1,125 +1,27 @@
 /**
- * Pieces of `npm run chaos` (bench/chaos.ts): a seeded PRNG, child processes started from
- * dist/ exactly as an operator would (`mega simulator`, `mega <name> start --foreground`),
- * pipelined protocol clients that pace themselves, reconnect after a kill and resend a request
- * of unknown fate with the same `<msgid>`, and an incremental reader of the simulator's record.
+ * Pieces of `npm run chaos` (bench/chaos.ts): pipelined protocol clients that pace themselves,
+ * reconnect after a kill and resend a request of unknown fate with the same `<msgid>`, and an
+ * incremental reader of the simulator's record. Child processes (`mega simulator`, `mega <name>
+ * start --foreground`) are started with the benchmark's own helpers (bench/lib/procs.ts).
  *
  * Deliberately free of test/helpers/processes.ts, which registers node:test hooks: only the
  * protocol codec of src/ and the hook-free test helpers (TcpProxy, PRNG, ini writer) are shared.
  */
 import net from 'node:net';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { FrameDecoder, encodePush, encodeSend, encodeTset, parseResult, type Result } from '../src/protocol/index.js';
 
-/** dist/bin/mega.js, from dist/bench/chaos-lib.js. */
-export const MEGA_BIN = fileURLToPath(new URL('../bin/mega.js', import.meta.url));
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
+export {
+  MEGA_BIN,
+  freePort,
+  isAlive,
+  killChildren,
+  killHard,
+  sleep,
+  spawnMega,
+  stopChild,
+  type Spawned,
+} from './lib/procs.js';
 export { seededRandom } from '../test/helpers/prng.js';
-
-// ------------------------------------------------------------------ child processes
-
-const children = new Set<ChildProcess>();
-
-/** SIGKILLs (by their pid) every child this process started that still runs. */
-export function killChildren(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-}
-
-export interface Spawned {
-  child: ChildProcess;
-  match: RegExpExecArray;
-  /** The last 64 KiB the process printed (stdout and stderr). */
-  output(): string;
-}
-
-/**
- * Spawns `node dist/bin/mega.js ...args`; resolves once its stdout matches `ready`, rejects
- * when it exits first (with what it printed) or is not ready within `timeoutMs`.
- */
-export function spawnMega(args: string[], ready: RegExp, timeoutMs = 30_000): Promise<Spawned> {
-  const child = spawn(process.execPath, [MEGA_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  let out = '';
-  const keep = (d: string): void => {
-    out += d;
-    if (out.length > 65536) out = out.slice(-65536);
-  };
-  return new Promise((resolve, reject) => {
-    let done = false;
-    const timer = setTimeout(() => {
-      if (done) return;
-      done = true;
-      child.kill('SIGKILL');
-      reject(new Error(`mega ${args.join(' ')}: not ready within ${timeoutMs} ms; output:\n${out}`));
-    }, timeoutMs);
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      keep(d);
-      if (done) return;
-      const match = ready.exec(out);
-      if (match) {
-        done = true;
-        clearTimeout(timer);
-        resolve({ child, match, output: () => out });
-      }
-    });
-    child.stderr!.setEncoding('utf8').on('data', keep);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (done) return;
-      done = true;
-      reject(new Error(`mega ${args.join(' ')} exited (${signal ?? code}) before it was ready; output:\n${out.trim()}`));
-    });
-  });
-}
-
-export function isAlive(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-/** kill -9 and wait until the process is gone. */
-export async function killHard(child: ChildProcess): Promise<void> {
-  if (!isAlive(child)) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGKILL');
-  await exited;
-}
-
-/** SIGTERM and wait for the exit code (SIGKILL after `timeoutMs`, then null). */
-export async function stopChild(child: ChildProcess, timeoutMs = 30_000): Promise<number | null> {
-  if (!isAlive(child)) return child.exitCode;
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-    child.kill('SIGTERM');
-  });
-}
-
-/** A TCP port free right now on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
-
 export { writeIni, type IniSections } from '../test/helpers/ini.js';
 
 // ------------------------------------------------------------------ protocol connections

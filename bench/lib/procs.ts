@@ -4,6 +4,8 @@
  * --foreground`), plus /proc readers for RSS and per-thread CPU.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,10 +29,10 @@ export const VARIABLES = { product: '巧克力', price: '39.8元', time: '2026-1
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
 
-/** Kills (by pid) every child this process started and is still running; removes temp folders. */
-export function cleanupAll(): void {
+/** SIGKILLs (by their pid) every child this process started that still runs. */
+export function killChildren(): void {
   for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
+    if (isAlive(c)) {
       try {
         c.kill('SIGKILL');
       } catch {
@@ -39,6 +41,11 @@ export function cleanupAll(): void {
     }
   }
   children.clear();
+}
+
+/** {@link killChildren}, then removes the temp folders made by {@link tempDir}. */
+export function cleanupAll(): void {
+  killChildren();
   for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   tempDirs.clear();
 }
@@ -62,16 +69,24 @@ export interface Spawned {
   /** performance.now() just before spawn() and when the ready line was seen. */
   spawnedAt: number;
   readyAt: number;
+  /** The last 64 KiB the process printed (stdout and stderr). */
   output(): string;
 }
 
-/** Spawns `node dist/bin/mega.js ...args` and resolves once stdout matches `ready`. */
+/**
+ * Spawns `node dist/bin/mega.js ...args`; resolves once its stdout matches `ready`, rejects
+ * when it exits first (with what it printed) or is not ready within `timeoutMs`.
+ */
 export function spawnMega(args: string[], ready: RegExp, timeoutMs = 60_000, nodeArgs: string[] = []): Promise<Spawned> {
   const spawnedAt = performance.now();
   const child = spawn(process.execPath, [...nodeArgs, MEGA_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   child.on('exit', () => children.delete(child));
   let out = '';
+  const keep = (d: string): void => {
+    out += d;
+    if (out.length > 65536) out = out.slice(-65536);
+  };
   return new Promise((resolve, reject) => {
     let done = false;
     const timer = setTimeout(() => {
@@ -82,7 +97,7 @@ export function spawnMega(args: string[], ready: RegExp, timeoutMs = 60_000, nod
     }, timeoutMs);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       const readyAt = performance.now();
-      out += d;
+      keep(d);
       if (done) return;
       const match = ready.exec(out);
       if (match) {
@@ -91,7 +106,7 @@ export function spawnMega(args: string[], ready: RegExp, timeoutMs = 60_000, nod
         resolve({ child, pid: child.pid!, match, spawnedAt, readyAt, output: () => out });
       }
     });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', keep);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       if (done) return;
@@ -101,9 +116,31 @@ export function spawnMega(args: string[], ready: RegExp, timeoutMs = 60_000, nod
   });
 }
 
-/** SIGTERM, wait for the exit (SIGKILL after `timeoutMs`). */
+export function isAlive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** kill -9 and wait until the process is gone. */
+export async function killHard(child: ChildProcess): Promise<void> {
+  if (!isAlive(child)) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** A TCP port free right now on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** SIGTERM, wait for the exit (SIGKILL after `timeoutMs`, then null). */
 export async function stopChild(child: ChildProcess, timeoutMs = 15_000): Promise<number | null> {
-  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  if (!isAlive(child)) return child.exitCode;
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.once('exit', (code) => {
