@@ -288,7 +288,6 @@ function parseListen(value: unknown): ListenAddress[] {
   });
 }
 
-/** Where `<name>.ini` is looked for: `--config-dir`, else `MEGA_CONFIG_DIR`, else ./config. */
 /**
  * WeChat calls the daemon keeps in flight by default, over all task workers. Delivery is bound
  * by the API's latency, not by CPU: at 50 ms, 512 calls allow ~10,000 messages/s. The total
@@ -301,6 +300,7 @@ export function defaultTaskConcurrency(taskWorkerNum: number): number {
   return Math.ceil(DEFAULT_CALLS_IN_FLIGHT / taskWorkerNum);
 }
 
+/** Where `<name>.ini` is looked for: `--config-dir`, else `MEGA_CONFIG_DIR`, else ./config. */
 export function resolveConfigDir(configDir: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   return path.resolve(configDir ?? env.MEGA_CONFIG_DIR ?? 'config');
 }
