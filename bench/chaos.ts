@@ -238,6 +238,7 @@ async function main(): Promise<number> {
     sim = await spawnMega(
       ['simulator', '--port', '0', '--app-id', APP_ID, '--app-secret', APP_SECRET, '--latency-ms', String(SIM_LATENCY_MS), '--daily-limit', '100000000'],
       /\{"url":"([^"]+)","port":(\d+)\}/,
+      30_000,
     );
     const simCtl = new SimControl(sim.match[1]!);
     apiProxy = new TcpProxy('127.0.0.1', Number(sim.match[2]));
@@ -514,7 +515,8 @@ async function main(): Promise<number> {
     await sampler;
     await simCtl.refresh();
     const finalStatus = (await status()) ?? lastStatus;
-    const exitCode = await stopChild(daemon!.child);
+    // The drain may end with calls still in flight: give SIGTERM 30 s before SIGKILL.
+    const exitCode = await stopChild(daemon!.child, 30_000);
     const simStats = await simCtl.stats();
     const deadLetterFile = path.join(dir, `${NAME}.dead-letter.jsonl`);
     const deadLetters = existsSync(deadLetterFile) ? readFileSync(deadLetterFile, 'utf8').split('\n').filter((l) => l.trim() !== '').length : 0;

@@ -5,13 +5,11 @@
 export { parseDsn, type ParsedDsn, type MysqlDsn, type SqliteDsn } from './dsn.js';
 export {
   tableName,
-  describeDbError,
   textColumn,
   unixNow,
   SqlStore,
   openSqlite,
   sqliteLocation,
-  MysqlPool,
   MysqlStore,
   type StoreErrorClass,
 } from './sql.js';

@@ -50,7 +50,7 @@ export function tableName(prefix: unknown, suffix: string): string {
 }
 
 /** The most useful one-line description of a driver error (AggregateError has an empty message). */
-export function describeDbError(err: unknown): string {
+function describeDbError(err: unknown): string {
   if (err instanceof AggregateError && err.errors.length > 0) return describeDbError(err.errors[0]);
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
@@ -141,7 +141,7 @@ export function openSqlite<T>(dsn: SqliteDsn, setup: (db: Database.Database) => 
  * constructor: a mysql2 pool runs a timer that would keep the process alive for a store that is
  * never used.
  */
-export class MysqlPool {
+class MysqlPool {
   readonly location: string;
   readonly #config: PoolOptions;
   #pool: Pool | undefined;
