@@ -1,5 +1,5 @@
 /**
- * MegaClient: the Node.js client of the Mega-WeChat protocol (SPEC §2) for backend services.
+ * MegaClient: the Node.js client of the Mega-WeChat protocol (docs/PROTOCOL.md) for backend services.
  *
  * One TCP (or TLS) connection, many requests pipelined on it and correlated by opaque, at most
  * `window` of them in flight. The framing is the protocol module's (src/protocol); this file only

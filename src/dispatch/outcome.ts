@@ -40,7 +40,7 @@ export interface JobOutcome {
 }
 
 /**
- * SPEC §5: 0 delivered; 40001/40014/42001 refresh the token and retry once; -1 retry with
+ * docs/RELIABILITY.md: 0 delivered; 40001/40014/42001 refresh the token and retry once; -1 retry with
  * backoff; 43117 (too frequent for this openid) retry that message later, with backoff;
  * 45009 stop dispatching and keep the job; anything else fails for good.
  */

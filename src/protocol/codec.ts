@@ -1,5 +1,5 @@
 /**
- * Frame codec for the Mega-Wechat wire protocol (SPEC §2). Command-agnostic: it knows
+ * Frame codec for the Mega-Wechat wire protocol (docs/PROTOCOL.md). Command-agnostic: it knows
  * lengths, not meanings; commands.ts gives frames their meaning.
  *
  *   packLength u32 BE   bytes that follow this field

@@ -1,5 +1,5 @@
 /**
- * The commands of SPEC §2 on top of frames: parsing what clients send, encoding what
+ * The commands of docs/PROTOCOL.md on top of frames: parsing what clients send, encoding what
  * the server answers, and client-side encoders (tests, bench, client libraries).
  */
 

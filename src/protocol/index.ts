@@ -1,4 +1,4 @@
-/** Mega-Wechat wire protocol (SPEC §2): frames, and the commands they carry. */
+/** Mega-Wechat wire protocol (docs/PROTOCOL.md): frames, and the commands they carry. */
 
 export { DEFAULT_PACKAGE_MAX_LENGTH, FrameDecoder, decodeFrame, encodeFrame } from './codec.js';
 export type { Frame, FrameDecoderOptions } from './codec.js';

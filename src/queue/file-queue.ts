@@ -1,5 +1,5 @@
 /**
- * Durable, file-backed FIFO job queue (SPEC §4).
+ * Durable, file-backed FIFO job queue (guarantees: docs/RELIABILITY.md).
  *
  * ## Files in `dir`
  *

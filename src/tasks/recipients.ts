@@ -28,7 +28,7 @@ export const RECIPIENT_FORMATS: readonly RecipientFormat[] = ['plain', 'csv', 'j
 
 export type Variables = Record<string, unknown>;
 
-/** What the protocol accepts as an openid (SPEC §2: a header word of printable ASCII). */
+/** What the protocol accepts as an openid (docs/PROTOCOL.md: a header word of printable ASCII). */
 export const OPENID_PATTERN = /^[\x21-\x7e]{1,128}$/;
 
 /** Problems listed in an error message; the error object carries up to {@link MAX_PROBLEMS_KEPT}. */

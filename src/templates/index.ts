@@ -1,6 +1,6 @@
 /**
  * Templates: the store operators edit (SQLite or MySQL), the cache TSet fills, and the
- * compile-once / render-per-message substitution (SPEC §3).
+ * compile-once / render-per-message substitution (docs/TEMPLATES.md).
  */
 export { parseDsn, type ParsedDsn, type MysqlDsn, type SqliteDsn } from '../db/index.js';
 export { openTemplateStore, type TemplateStore, type TemplateRow, type StoreOptions } from './store.js';

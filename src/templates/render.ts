@@ -1,7 +1,7 @@
 import { InvalidTemplateError } from '../errors.js';
 
 /**
- * Template compilation and rendering (SPEC §3).
+ * Template compilation and rendering (rules: docs/TEMPLATES.md).
  *
  * A template is the JSON body of WeChat's `message/template/send` with `${NAME}` placeholders
  * in string values. Substitution works on the parsed JSON, never on its text: the original

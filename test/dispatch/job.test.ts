@@ -43,7 +43,7 @@ describe('job records', () => {
 });
 
 describe('errcode classification', () => {
-  it('follows SPEC §5', () => {
+  it('follows the errcode rules of docs/RELIABILITY.md', () => {
     assert.equal(classifyErrcode(0), OutcomeKind.Ok);
     for (const c of [40001, 40014, 42001]) assert.equal(classifyErrcode(c), OutcomeKind.TokenRejected);
     assert.equal(classifyErrcode(-1), OutcomeKind.Retry);

@@ -90,7 +90,7 @@ const goldenVectors: Vector[] = [
 
 const handVectors: Vector[] = [
   {
-    name: 'SPEC §2 golden example',
+    name: 'the golden example of docs/PROTOCOL.md',
     frame: { header: 'push o1 k1', opaque: 1, body: Buffer.from('{"a":"b"}') },
     bytes: Buffer.from('0000001f 0000000a 70757368206f31206b31 00000001 00000009 7b2261223a2262227d'.replaceAll(' ', ''), 'hex'),
   },

@@ -294,7 +294,7 @@ describe('results', () => {
     }
   });
 
-  it('ResultCode has the HTTP values of SPEC §2', () => {
+  it('ResultCode has the HTTP values of docs/PROTOCOL.md', () => {
     assert.deepEqual(
       [ResultCode.OK, ResultCode.BAD_REQUEST, ResultCode.UNAUTHORIZED, ResultCode.TOO_LARGE, ResultCode.INTERNAL, ResultCode.UNAVAILABLE],
       [200, 400, 401, 413, 500, 503],
