@@ -1,7 +1,7 @@
 /** Shared by the protocol tests: the golden frames file and byte-spelling helpers. */
 
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The folder holding package.json; the compiled test runs from dist/test/protocol/. */
@@ -15,19 +15,44 @@ export function repoRoot(): string {
   return dir;
 }
 
-/** name -> frame bytes, in file order. */
+/** The golden frames, a fixture beside this file's source (its format is described at its top). */
+export const GOLDEN_FRAMES_FILE = 'test/protocol/golden-frames.txt';
+
+/**
+ * name -> frame bytes, in file order. Each frame's `#:` field annotations must spell exactly its
+ * bytes, so a wrong annotation fails every protocol test instead of misleading a reader.
+ */
 export function loadGoldenFrames(): Map<string, Buffer> {
-  const file = resolve(repoRoot(), '../shared/protocol/golden-frames.txt');
+  return parseGoldenFrames(readFileSync(join(repoRoot(), GOLDEN_FRAMES_FILE), 'utf8'));
+}
+
+const HEX = /^(?:[0-9a-f]{2})+$/i;
+
+export function parseGoldenFrames(text: string): Map<string, Buffer> {
   const frames = new Map<string, Buffer>();
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const text = line.trim();
-    if (text === '' || text.startsWith('#')) continue;
-    const [name, hex, ...extra] = text.split(/\s+/);
-    if (name === undefined || hex === undefined || extra.length > 0 || !/^(?:[0-9a-f]{2})+$/i.test(hex)) {
-      throw new Error(`unreadable golden line: ${text}`);
+  let annotated = '';
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    // `#: <hex> <meaning>` annotates a field; `#:` indented further continues a meaning.
+    const field = /^#: (\S+)/.exec(trimmed);
+    if (field !== null) {
+      if (!HEX.test(field[1]!)) throw new Error(`golden annotation does not start with the field's hex: ${trimmed}`);
+      annotated += field[1]!.toLowerCase();
+      continue;
     }
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const [name, hex, ...extra] = trimmed.split(/\s+/);
+    if (name === undefined || hex === undefined || extra.length > 0 || !HEX.test(hex)) {
+      throw new Error(`unreadable golden line: ${trimmed}`);
+    }
+    if (frames.has(name)) throw new Error(`golden frame ${name} appears twice`);
+    if (annotated !== hex.toLowerCase()) {
+      throw new Error(`the field annotations of golden frame ${name} spell ${annotated || 'nothing'}, not its bytes ${hex}`);
+    }
+    annotated = '';
     frames.set(name, Buffer.from(hex, 'hex'));
   }
+  if (annotated !== '') throw new Error('golden field annotations after the last frame');
   return frames;
 }
 
