@@ -94,12 +94,20 @@ export function parseRequest(frame: Frame): Request {
 }
 
 /**
+ * Deepest nesting of objects and arrays accepted in a push/send body; the variables object
+ * itself is level 1, so `{"a":{"b":[1]}}` is 3 deep. Template variables are flat text in
+ * practice; the bound keeps every later step (JSON.stringify of a variable, the queue record)
+ * far from the stack limit, which 20,000 nested arrays in a 40 KB body would reach.
+ */
+export const MAX_VARIABLES_DEPTH = 32;
+
+/**
  * Parses a push/send body. Exported so that whoever re-reads a stored body (queue replay,
  * workers) applies exactly the rules the request was accepted under.
  *
  * `[]` is accepted as `{}`: PHP's json_encode turns an empty array into `[]`, so that is
  * what the original's clients send for "no variables". Non-empty arrays are refused.
- * @throws BadRequestError `invalid variables JSON`
+ * @throws BadRequestError `invalid variables JSON`, or nesting deeper than {@link MAX_VARIABLES_DEPTH}
  */
 export function parseVariables(body: Buffer): Variables {
   let value: unknown;
@@ -114,7 +122,29 @@ export function parseVariables(body: Buffer): Variables {
     throw new BadRequestError('invalid variables JSON');
   }
   if (typeof value !== 'object') throw new BadRequestError('invalid variables JSON');
+  if (nestedDeeperThan(value, MAX_VARIABLES_DEPTH)) {
+    throw new BadRequestError(`variables nest deeper than ${MAX_VARIABLES_DEPTH} levels`);
+  }
   return value as Record<string, unknown>;
+}
+
+/** Walks with an explicit stack: recursion is exactly what a deep value would overflow. */
+function nestedDeeperThan(root: object, limit: number): boolean {
+  const values: object[] = [root];
+  const depths: number[] = [1];
+  while (values.length > 0) {
+    const value = values.pop()!;
+    const depth = depths.pop()!;
+    if (depth > limit) return true;
+    const children: unknown[] = Array.isArray(value) ? value : Object.values(value);
+    for (const child of children) {
+      if (child !== null && typeof child === 'object') {
+        values.push(child);
+        depths.push(depth + 1);
+      }
+    }
+  }
+  return false;
 }
 
 /** `message` is sent as UTF-8; an empty one means "no message". */

@@ -11,5 +11,6 @@ export {
   parseRequest,
   parseResult,
   parseVariables,
+  MAX_VARIABLES_DEPTH,
 } from './commands.js';
 export type { PushRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';

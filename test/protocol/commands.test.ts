@@ -13,6 +13,7 @@ import {
   parseRequest,
   parseResult,
   parseVariables,
+  MAX_VARIABLES_DEPTH,
   type Frame,
   type Request,
 } from '../../src/protocol/index.js';
@@ -225,6 +226,25 @@ describe('parseRequest: variables JSON', () => {
       o: { x: [1] },
       z: null,
     });
+  });
+
+  it(`variables nested up to MAX_VARIABLES_DEPTH (${MAX_VARIABLES_DEPTH}) are accepted, one level more is 400`, () => {
+    const nest = (levels: number, open: string, close: string): string => open.repeat(levels - 1) + '1' + close.repeat(levels - 1);
+    // The variables object is level 1; each array or object inside adds one.
+    const atLimit = `{"v":${nest(MAX_VARIABLES_DEPTH, '[', ']')}}`;
+    assert.doesNotThrow(() => parseVariables(Buffer.from(atLimit)));
+    assert.doesNotThrow(() => parseVariables(Buffer.from(`{"v":${nest(MAX_VARIABLES_DEPTH, '{"a":', '}')}}`)));
+    const refused = `variables nest deeper than ${MAX_VARIABLES_DEPTH} levels`;
+    for (const body of [
+      `{"v":${nest(MAX_VARIABLES_DEPTH + 1, '[', ']')}}`,
+      `{"v":${nest(MAX_VARIABLES_DEPTH + 1, '{"a":', '}')}}`,
+      `{"flat":"x","v":[${nest(MAX_VARIABLES_DEPTH, '{"a":', '}')}]}`,
+      // the stall of issue 10: 20,000 nested arrays in a 40 KB body
+      `{"v":${nest(20_000, '[', ']')}}`,
+    ]) {
+      assert.throws(() => parseRequest(message('push o1 k1', body)), isBadRequest(refused));
+      assert.throws(() => parseVariables(Buffer.from(body)), isBadRequest(refused));
+    }
   });
 
   it('[] from a PHP client (json_encode(array())) means no variables: {}', () => {
