@@ -72,13 +72,28 @@ export class InvalidTemplateError extends MegaError {
   }
 }
 
-/** A template key that is neither cached nor in the database. */
+/**
+ * A template key that is not in the database (TSet) or not in the cache (Push, Send).
+ * `dropped` is true when a TSet found the row gone and removed the key from the cache.
+ */
 export class TemplateNotFoundError extends MegaError {
-  constructor(key: string) {
+  constructor(
+    readonly key: string,
+    readonly dropped = false,
+  ) {
     super('template key not exists', 'MEGA_ERR_TEMPLATE_NOT_FOUND');
-    this.key = key;
   }
-  readonly key: string;
+}
+
+/**
+ * A message cannot be built from its template: variables the template needs are missing
+ * (`[setting] missing_variable = reject`) or a value cannot be turned into text. Permanent:
+ * the same job would fail the same way on every attempt.
+ */
+export class TemplateRenderError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_TEMPLATE_RENDER');
+  }
 }
 
 /** A TSet of a new key while the cache already holds `table_size` templates. */

@@ -12,7 +12,7 @@ import { MegaClient, type MegaClientOptions, type MegaResult } from '../client/i
 import { encodePush, type Variables } from '../protocol/index.js';
 import { controlRequest } from '../server/control.js';
 import { runningPid, type DaemonStatus } from '../server/daemon.js';
-import { compileTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
+import { compileMessageTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
 import { BadRequestError, InvalidTemplateError, MegaError } from '../errors.js';
 import { CliFailure, loadServiceConfig } from './service.js';
 
@@ -89,11 +89,9 @@ export function registerClientCommands(program: Command, name: string): void {
       .requiredOption('--file <file>', 'the template JSON (- for standard input)')
       .option('--title <title>', 'a title for operators (kept as it is when omitted)'),
   ).action((key: string, o: ConnectionFlags & { file: string; title?: string }) => templateSet(name, key, o));
-  template
-    .command('rm <key>')
-    .description('delete a template from the store')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((key: string, o: { configDir?: string }) => templateRm(name, key, o));
+  withConnection(
+    template.command('rm <key>').description('delete a template from the store, then TSet it so a running daemon drops it'),
+  ).action((key: string, o: ConnectionFlags) => templateRm(name, key, o));
 }
 
 // ------------------------------------------------------------------ connecting
@@ -297,12 +295,31 @@ async function templateGet(name: string, key: string, o: { configDir?: string })
   process.stdout.write(row.template.endsWith('\n') ? row.template : row.template + '\n');
 }
 
-async function templateRm(name: string, key: string, o: { configDir?: string }): Promise<void> {
+/**
+ * Deletes the row, then, when the daemon runs, TSets the key so the daemon drops its cached
+ * copy: from then on a Push of the key is answered `template key not exists`, and its queued
+ * jobs fail for good with that reason.
+ */
+async function templateRm(name: string, key: string, o: ConnectionFlags): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   const removed = await withStore(config, (store) => store.remove(key));
   if (!removed) throw new CliFailure(`no template ${JSON.stringify(key)}`);
-  const running = runningPid(config.server.pidFile) !== undefined;
-  say(`template ${key} removed${running ? `; the running ${name} keeps its cached copy until it restarts` : ''}`);
+  const pid = runningPid(config.server.pidFile);
+  if (pid === undefined) {
+    say(`template ${key} removed`);
+    return;
+  }
+  let result: MegaResult;
+  try {
+    result = await withClient(name, o, config, (client) => client.tset(key));
+  } catch (err) {
+    throw new CliFailure(`template ${key} removed, but the TSet telling ${name} (pid ${pid}) to drop it failed: ${errorText(err)}; run \`mega ${name} tset ${key}\``);
+  }
+  // `template key not exists` is the answer that means "not cached any more"; 200 would mean the row is back.
+  if (result.code !== 400 || result.message !== 'template key not exists') {
+    throw new CliFailure(`template ${key} removed, but ${name} (pid ${pid}) answered the TSet with result ${result.code}${result.message ? ` ${result.message}` : ''}`);
+  }
+  say(`template ${key} removed; ${name} (pid ${pid}) no longer sends it`);
 }
 
 /**
@@ -370,7 +387,7 @@ async function templateSet(name: string, key: string, o: ConnectionFlags & { fil
   const text = readTemplateFile(o.file);
   let placeholders: readonly string[];
   try {
-    const compiled = compileTemplate(key, text, { maxBytes: config.server.templateSize });
+    const compiled = compileMessageTemplate(key, text, { maxBytes: config.server.templateSize });
     placeholders = compiled.placeholders;
   } catch (err) {
     if (err instanceof InvalidTemplateError) refuse(err.message);

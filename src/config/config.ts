@@ -67,6 +67,12 @@ export interface MegaConfig {
     packageMaxLength: number;
     /** Run in the background when started without `--foreground`. @defaultValue false */
     daemonize: boolean;
+    /**
+     * A placeholder whose variable a message lacks: `keep` it as written (the original's way),
+     * fill in `empty` text, or `reject` the Push/Send with 400 before it is queued.
+     * @defaultValue keep
+     */
+    missingVariable: 'keep' | 'empty' | 'reject';
   };
   pdo: {
     /** `sqlite:<path>` or `mysql:host=..;port=..;dbname=..`. @defaultValue sqlite:../data/<name>.db */
@@ -147,7 +153,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
     'tls_key',
     'tls_ca',
   ],
-  setting: ['task_worker_num', 'task_concurrency', 'package_max_length', 'daemonize'],
+  setting: ['task_worker_num', 'task_concurrency', 'package_max_length', 'daemonize', 'missing_variable'],
   pdo: ['dsn', 'username', 'password', 'table_prefix'],
   wechat: [
     'app_id',
@@ -422,6 +428,7 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
       taskConcurrency: setting.int('task_concurrency', defaultTaskConcurrency(taskWorkerNum), 1, 4096),
       packageMaxLength: setting.int('package_max_length', 2465792, 64, 256 * 1024 * 1024),
       daemonize: setting.bool('daemonize', false),
+      missingVariable: setting.oneOf('missing_variable', 'keep', ['keep', 'empty', 'reject'] as const),
     },
     pdo: {
       dsn,

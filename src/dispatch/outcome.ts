@@ -20,6 +20,18 @@ export enum OutcomeKind {
   Unreachable = 'unreachable',
 }
 
+/**
+ * errcodes the daemon gives a job that never reached WeChat because it cannot be built
+ * (docs/PROTOCOL.md). Negative like WeChat's -1 "system error" but never equal to it, so a
+ * dead letter or a Send answer reads like WeChat's own `{errcode, errmsg}`; both are permanent.
+ */
+export const DaemonErrcode = {
+  /** The job's template key is no longer cached: deleted from the table and dropped by TSet, or lost across a restart. */
+  TEMPLATE_NOT_FOUND: -2,
+  /** The template could not be filled with the job's variables (see TemplateRenderError). */
+  RENDER_FAILED: -3,
+} as const;
+
 export interface JobOutcome {
   id: number;
   kind: OutcomeKind;

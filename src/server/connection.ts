@@ -34,6 +34,7 @@ export function resultFor(err: unknown): { code: number; message: string } {
       case 'MEGA_ERR_TEMPLATE_NOT_FOUND':
       case 'MEGA_ERR_TABLE_FULL':
       case 'MEGA_ERR_INVALID_TEMPLATE':
+      case 'MEGA_ERR_TEMPLATE_RENDER':
         return { code: ResultCode.BAD_REQUEST, message: err.message };
       case 'MEGA_ERR_QUEUE_WRITE':
       case 'MEGA_ERR_QUEUE_CLOSED':

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { pdoOptions, type MegaConfig, type ListenAddress } from '../config/config.js';
-import { openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
+import { missingMessage, missingVariables, openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
 import { FileQueue, type QueueStats } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
@@ -15,7 +15,7 @@ import { ControlServer } from './control.js';
 import type { RequestHandler } from './connection.js';
 import type { Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { StartupError, TemplateNotFoundError, MegaError } from '../errors.js';
+import { StartupError, TemplateNotFoundError, TemplateRenderError, MegaError } from '../errors.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
@@ -181,6 +181,7 @@ export class Daemon implements RequestHandler {
         apiBase: config.wechat.apiBase,
         timeoutMs: config.wechat.timeoutMs,
         concurrency: config.setting.taskConcurrency,
+        missingVariable: config.setting.missingVariable,
       },
       templates: () => cache.all(),
       logger,
@@ -260,8 +261,21 @@ export class Daemon implements RequestHandler {
     return this.addresses;
   }
 
+  /**
+   * What Push and Send check before anything is queued: the template exists and, with
+   * `missing_variable = reject`, the variables fill every placeholder.
+   */
+  private admit(request: PushRequest | SendRequest): void {
+    const template = this.cache.get(request.key);
+    if (!template) throw new TemplateNotFoundError(request.key);
+    if (this.config.setting.missingVariable === 'reject') {
+      const absent = missingVariables(template, request.data);
+      if (absent.length > 0) throw new TemplateRenderError(missingMessage(absent));
+    }
+  }
+
   async push(request: PushRequest): Promise<void> {
-    if (!this.cache.has(request.key)) throw new TemplateNotFoundError(request.key);
+    this.admit(request);
     await this.queue.append(
       encodeJobRecord({
         kind: 'push',
@@ -275,7 +289,7 @@ export class Daemon implements RequestHandler {
   }
 
   async send(request: SendRequest, reply: Reply): Promise<() => void> {
-    if (!this.cache.has(request.key)) throw new TemplateNotFoundError(request.key);
+    this.admit(request);
     const replyKey = this.replyPrefix + (this.replySeq++).toString(36);
     this.replies.set(replyKey, reply);
     try {
@@ -310,7 +324,18 @@ export class Daemon implements RequestHandler {
   }
 
   async tset(key: string): Promise<{ code: number; message: string }> {
-    const { template, created } = await this.cache.tset(key);
+    let loaded: Awaited<ReturnType<TemplateCache['tset']>>;
+    try {
+      loaded = await this.cache.tset(key);
+    } catch (err) {
+      if (err instanceof TemplateNotFoundError && err.dropped) {
+        // Posted before the answer, like an update: no job dispatched after it uses the template.
+        this.pool.dropTemplates([key]);
+        this.logger.info({ key }, 'template dropped by tset: its row is gone');
+      }
+      throw err;
+    }
+    const { template, created } = loaded;
     // Posted before the answer, so every job dispatched after the client sees 200 uses it.
     this.pool.updateTemplates([template]);
     this.logger.info({ key, created }, 'template loaded by tset');

@@ -1,6 +1,26 @@
-import { TableFullError, TemplateNotFoundError } from '../errors.js';
-import { compileTemplate, type CompiledTemplate } from './render.js';
+import { InvalidTemplateError, TableFullError, TemplateNotFoundError } from '../errors.js';
+import { compileTemplate, type CompileOptions, type CompiledTemplate } from './render.js';
 import type { TemplateStore } from './store.js';
+
+/**
+ * Compiles a template as the daemon accepts it for sending (TSet, start-up, `template set`):
+ * {@link compileTemplate}'s rules, plus a top-level `template_id` that is a non-empty string.
+ * Without one WeChat refuses every message (40037); refusing the template says so at once,
+ * not one dead letter per message later. The value may hold placeholders.
+ *
+ * @throws InvalidTemplateError
+ */
+export function compileMessageTemplate(key: string, source: string, options: CompileOptions = {}): CompiledTemplate {
+  const compiled = compileTemplate(key, source, options);
+  const at = compiled.root.keys.indexOf('template_id');
+  const node = at < 0 ? undefined : compiled.root.vals[at]!;
+  const isText = node !== undefined && ((node.k === 'v' && typeof node.v === 'string' && node.v !== '') || node.k === 't');
+  if (!isText) {
+    const problem = node === undefined ? 'has no "template_id"' : 'has a "template_id" that is not a non-empty string';
+    throw new InvalidTemplateError(`template ${JSON.stringify(key)} ${problem} (WeChat refuses every message without one)`);
+  }
+  return compiled;
+}
 
 export interface TemplateCacheOptions {
   /** Only `get` and `list` are used, so a test double needs no more. */
@@ -22,10 +42,10 @@ export interface LoadReport {
  * start, changed only by TSet. Keys are the keys TSet was called with: MySQL may match `ABC`
  * to the row `abc`, and the template is then cached under `ABC`, as the original did.
  *
- * A failed TSet (not in the database, invalid, over table size, database error) leaves the
- * cache exactly as it was; in particular a key whose row was deleted keeps its last template
- * until restart. A typo in a template being edited therefore never stops that template's
- * messages, and TSet changes the cache only when it answers 200.
+ * A failed TSet (invalid, over table size, database error) leaves the cache exactly as it
+ * was: a typo in a template being edited never stops that template's messages. The one
+ * exception is a key whose row is gone from the database: TSet drops it from the cache (and
+ * answers `template key not exists`), since a deleted template must stop being sent.
  */
 export class TemplateCache {
   readonly #store: Pick<TemplateStore, 'get' | 'list'>;
@@ -104,7 +124,7 @@ export class TemplateCache {
           continue;
         }
         try {
-          next.set(row.key, compileTemplate(row.key, row.template, { maxBytes: this.#templateSize }));
+          next.set(row.key, compileMessageTemplate(row.key, row.template, { maxBytes: this.#templateSize }));
         } catch (err) {
           skipped.push({ key: row.key, reason: (err as Error).message });
         }
@@ -128,8 +148,10 @@ export class TemplateCache {
    * row is what stays cached, whatever order the database answers in.
    *
    * @returns the compiled template and whether the key is new to the cache.
-   * @throws TemplateNotFoundError (`template key not exists`) when the database has no such row.
-   * @throws InvalidTemplateError when the row is not a JSON object or is longer than `templateSize` bytes.
+   * @throws TemplateNotFoundError (`template key not exists`) when the database has no such row;
+   *   the key is then dropped from the cache, and the error's `dropped` says whether it was there.
+   * @throws InvalidTemplateError when the row is not a JSON object, is longer than `templateSize`
+   *   bytes, or has no `template_id` (see {@link compileMessageTemplate}).
    * @throws TableFullError (`over table size`) for a new key when the cache holds `tableSize` templates.
    * @throws TemplateStoreError when the database fails.
    */
@@ -150,8 +172,8 @@ export class TemplateCache {
 
   async #load(key: string): Promise<{ template: CompiledTemplate; created: boolean }> {
     const row = await this.#store.get(key);
-    if (row === undefined) throw new TemplateNotFoundError(key);
-    const template = compileTemplate(key, row.template, { maxBytes: this.#templateSize });
+    if (row === undefined) throw new TemplateNotFoundError(key, this.#map.delete(key));
+    const template = compileMessageTemplate(key, row.template, { maxBytes: this.#templateSize });
     // Checked after the read and in the same synchronous step as the insert, so concurrent
     // TSets of different new keys cannot together exceed tableSize.
     const created = !this.#map.has(key);

@@ -7,14 +7,18 @@ export { openTemplateStore, type TemplateStore, type TemplateRow, type StoreOpti
 export {
   compileTemplate,
   renderTemplate,
+  missingVariables,
+  missingMessage,
   OPENID_PLACEHOLDER,
   MAX_TEMPLATE_DEPTH,
   type CompiledTemplate,
   type CompileOptions,
+  type RenderOptions,
+  type MissingVariable,
   type TemplateNode,
   type ValueNode,
   type TextNode,
   type ObjectNode,
   type ArrayNode,
 } from './render.js';
-export { TemplateCache, type TemplateCacheOptions, type LoadReport } from './cache.js';
+export { TemplateCache, compileMessageTemplate, type TemplateCacheOptions, type LoadReport } from './cache.js';

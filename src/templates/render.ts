@@ -1,4 +1,4 @@
-import { InvalidTemplateError } from '../errors.js';
+import { InvalidTemplateError, TemplateRenderError } from '../errors.js';
 
 /**
  * Template compilation and rendering (rules: docs/TEMPLATES.md).
@@ -154,53 +154,104 @@ function compileString(text: string, placeholders: Set<string>): ValueNode | Tex
 }
 
 /**
+ * What becomes of a placeholder whose variable the message does not have (`[setting]
+ * missing_variable`): `keep` leaves `${NAME}` as written (the original's behaviour), `empty`
+ * fills in "", `reject` refuses the message (the daemon checks at ingest, so a client hears
+ * 400 before anything is queued; rendering refuses too, for a template changed by TSet after
+ * the message was queued).
+ */
+export type MissingVariable = 'keep' | 'empty' | 'reject';
+
+export interface RenderOptions {
+  /** @defaultValue 'keep' */
+  missing?: MissingVariable;
+}
+
+/**
  * Builds the WeChat request body for one message.
  *
  * - `${OPENID}` is `openid`; a variable named `OPENID` does not override it (the openid is the
  *   recipient the client addressed in the frame header, a variable must not redirect the message).
  * - Other placeholders take `vars[NAME]` (own properties only, so `${constructor}` is not
  *   Object's). Strings are inserted as they are; numbers, booleans and bigints as `String(v)`;
- *   objects and arrays as `JSON.stringify(v)`. A missing, `null` or `undefined` variable leaves
- *   the placeholder as written, as the original did.
+ *   objects and arrays as `JSON.stringify(v)`; `null` as "" (as the original did). A variable
+ *   the message does not have is handled as `options.missing` says.
  * - Single pass: inserted text is never scanned for placeholders again.
  * - When the result has no `touser`, it is set to `openid`.
  *
  * The result is a fresh tree that shares no object or array with the compiled template, so the
  * caller may add fields (`client_msg_id`) or edit it without affecting later renders.
+ *
+ * @throws TemplateRenderError with `missing: 'reject'` when a variable is missing, or when a
+ *   variable's value cannot be made text (a cycle or a nesting too deep for JSON.stringify).
  */
 export function renderTemplate(
   t: CompiledTemplate,
   openid: string,
   vars: Record<string, unknown> | null,
+  options: RenderOptions = {},
 ): Record<string, unknown> {
-  const out = renderObject(t.root, openid, vars ?? null);
+  const missing = options.missing ?? 'keep';
+  if (missing === 'reject') {
+    const absent = missingVariables(t, vars);
+    if (absent.length > 0) throw new TemplateRenderError(missingMessage(absent));
+  }
+  const ctx: RenderContext = { openid, vars: vars ?? null, empty: missing === 'empty' };
+  let out: Record<string, unknown>;
+  try {
+    out = renderObject(t.root, ctx);
+  } catch (err) {
+    // Only JSON.stringify of a variable can throw here (RangeError on deep nesting, TypeError on a cycle).
+    throw new TemplateRenderError(`template ${JSON.stringify(t.key)}: a variable cannot be made text: ${(err as Error).message}`);
+  }
   if (!Object.hasOwn(out, 'touser')) out.touser = openid;
   return out;
 }
 
-function renderNode(node: TemplateNode, openid: string, vars: Record<string, unknown> | null): unknown {
+/** The placeholders of `t`, other than `${OPENID}`, that `vars` has no own property for, in order of first use. */
+export function missingVariables(t: CompiledTemplate, vars: Record<string, unknown> | null): string[] {
+  const absent: string[] = [];
+  for (const name of t.placeholders) {
+    if (name !== OPENID_PLACEHOLDER && (vars === null || !Object.hasOwn(vars, name))) absent.push(name);
+  }
+  return absent;
+}
+
+/** The 400 message and the render failure's reason for `missing_variable = reject`. */
+export function missingMessage(names: readonly string[]): string {
+  return `missing variables: ${names.join(', ')}`;
+}
+
+interface RenderContext {
+  readonly openid: string;
+  readonly vars: Record<string, unknown> | null;
+  /** `missing_variable = empty`: a missing variable fills in "" instead of staying as written. */
+  readonly empty: boolean;
+}
+
+function renderNode(node: TemplateNode, ctx: RenderContext): unknown {
   switch (node.k) {
     case 'v':
       return node.v;
     case 't':
-      return renderText(node, openid, vars);
+      return renderText(node, ctx);
     case 'o':
-      return renderObject(node, openid, vars);
+      return renderObject(node, ctx);
     case 'a': {
       const items = node.items;
       const out = new Array<unknown>(items.length);
-      for (let i = 0; i < items.length; i++) out[i] = renderNode(items[i]!, openid, vars);
+      for (let i = 0; i < items.length; i++) out[i] = renderNode(items[i]!, ctx);
       return out;
     }
   }
 }
 
-function renderObject(node: ObjectNode, openid: string, vars: Record<string, unknown> | null): Record<string, unknown> {
+function renderObject(node: ObjectNode, ctx: RenderContext): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const { keys, vals } = node;
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
-    const value = renderNode(vals[i]!, openid, vars);
+    const value = renderNode(vals[i]!, ctx);
     // A JSON key "__proto__" is an ordinary field; plain assignment would set the prototype instead.
     if (key === '__proto__') Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
     else out[key] = value;
@@ -208,21 +259,22 @@ function renderObject(node: ObjectNode, openid: string, vars: Record<string, unk
   return out;
 }
 
-function renderText(node: TextNode, openid: string, vars: Record<string, unknown> | null): string {
+function renderText(node: TextNode, ctx: RenderContext): string {
   const { parts, names, raws } = node;
+  const { openid, vars } = ctx;
   let s = parts[0]!;
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
     let fill: string | undefined;
     if (name === OPENID_PLACEHOLDER) fill = openid;
     else if (vars !== null && Object.hasOwn(vars, name)) fill = variableText(vars[name]);
-    s += fill === undefined ? raws[i]! : fill;
+    s += fill ?? (ctx.empty ? '' : raws[i]!);
     s += parts[i + 1]!;
   }
   return s;
 }
 
-/** The text a variable contributes, or undefined to leave its placeholder as written. */
+/** The text a variable contributes, or undefined when it has none (handled as a missing variable). */
 function variableText(v: unknown): string | undefined {
   switch (typeof v) {
     case 'string':
@@ -232,7 +284,7 @@ function variableText(v: unknown): string | undefined {
     case 'bigint':
       return String(v);
     case 'object':
-      return v === null ? undefined : JSON.stringify(v);
+      return v === null ? '' : JSON.stringify(v);
     default:
       return undefined; // undefined, function, symbol: nothing JSON could have carried
   }

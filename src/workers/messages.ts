@@ -1,4 +1,4 @@
-import type { CompiledTemplate } from '../templates/render.js';
+import type { CompiledTemplate, MissingVariable } from '../templates/render.js';
 import type { JobOutcome } from '../dispatch/outcome.js';
 
 /**
@@ -8,6 +8,7 @@ import type { JobOutcome } from '../dispatch/outcome.js';
 export enum ToWorker {
   Init = 'init',
   Templates = 'templates',
+  DropTemplates = 'drop-templates',
   Jobs = 'jobs',
   Shutdown = 'shutdown',
 }
@@ -23,6 +24,8 @@ export interface WorkerInit {
   timeoutMs: number;
   /** WeChat calls this worker may have in flight; also its HTTP connection pool size. */
   concurrency: number;
+  /** `[setting] missing_variable`. */
+  missingVariable: MissingVariable;
 }
 
 /** A job as handed to a worker: the queue record untouched, plus the token to use. */
@@ -34,6 +37,8 @@ export interface JobMessage {
 export type ToWorkerMessage =
   | { type: ToWorker.Init; init: WorkerInit; templates: CompiledTemplate[] }
   | { type: ToWorker.Templates; templates: CompiledTemplate[] }
+  /** Keys whose templates are gone: their jobs now fail as template key not exists. */
+  | { type: ToWorker.DropTemplates; keys: string[] }
   | { type: ToWorker.Jobs; token: string; jobs: JobMessage[] }
   | { type: ToWorker.Shutdown };
 

@@ -178,6 +178,11 @@ export class TaskPool extends EventEmitter {
     for (const s of this.slots) this.post(s, { type: ToWorker.Templates, templates });
   }
 
+  /** After a TSet found a template deleted: every job handed out after this call fails as template key not exists. */
+  dropTemplates(keys: string[]): void {
+    for (const s of this.slots) this.post(s, { type: ToWorker.DropTemplates, keys });
+  }
+
   /** Asks every thread to close its HTTP pool and exit; terminates those that do not. */
   async close(timeoutMs = 5000): Promise<void> {
     this.closing = true;

@@ -5,8 +5,8 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { WechatClient } from '../wechat/client.js';
-import { renderTemplate, type CompiledTemplate } from '../templates/render.js';
-import { classifyErrcode, OutcomeKind, type JobOutcome } from '../dispatch/outcome.js';
+import { renderTemplate, type CompiledTemplate, type MissingVariable } from '../templates/render.js';
+import { classifyErrcode, DaemonErrcode, OutcomeKind, type JobOutcome } from '../dispatch/outcome.js';
 import { decodeJobRecord } from '../dispatch/job.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage } from './messages.js';
 import { scrubSecrets } from '../log/logger.js';
@@ -17,6 +17,7 @@ const port = parentPort;
 
 const templates = new Map<string, CompiledTemplate>();
 let client: WechatClient | undefined;
+let missingVariable: MissingVariable = 'keep';
 let pending: JobOutcome[] = [];
 let delivered: number[] = [];
 let flushScheduled = false;
@@ -47,6 +48,12 @@ function flush(): void {
   post(message);
 }
 
+/** A job that can never be sent as it is: reported as a permanent failure with the daemon's own errcode. */
+function refuse(job: JobMessage, errcode: number, errmsg: string, openid: string, key: string, replyKey: string | undefined): void {
+  const raw = JSON.stringify({ errcode, errmsg, openid });
+  report({ id: job.id, kind: OutcomeKind.Failed, errcode, errmsg, raw, openid, key, replyKey });
+}
+
 async function run(job: JobMessage, token: string): Promise<void> {
   let openid = '';
   let key = '';
@@ -58,13 +65,18 @@ async function run(job: JobMessage, token: string): Promise<void> {
     replyKey = record.r;
     const template = templates.get(record.t);
     if (!template) {
-      // The key was valid at enqueue time; it can only be missing here if the daemon restarted
-      // with a database that lost it. Nothing later would make it succeed.
-      const raw = JSON.stringify({ errcode: -2, errmsg: 'template key not exists', openid });
-      report({ id: job.id, kind: OutcomeKind.Failed, errcode: -2, errmsg: 'template key not exists', raw, openid, key, replyKey });
-      return;
+      // The key was cached at enqueue time: since then a TSet found its row deleted, or the
+      // daemon restarted without it. Nothing later would make it succeed.
+      return refuse(job, DaemonErrcode.TEMPLATE_NOT_FOUND, 'template key not exists', openid, key, replyKey);
     }
-    const body = renderTemplate(template, record.o, record.d);
+    let body: Record<string, unknown>;
+    try {
+      body = renderTemplate(template, record.o, record.d, { missing: missingVariable });
+    } catch (err) {
+      // The same job renders the same way on every attempt: a retry would only delay everyone else.
+      const reason = err instanceof Error ? err.message : String(err);
+      return refuse(job, DaemonErrcode.RENDER_FAILED, `cannot render template: ${reason}`, openid, key, replyKey);
+    }
     // Always the job's own id: a fixed client_msg_id in a template would make WeChat drop
     // every message after the first as a repeat.
     body.client_msg_id = record.m;
@@ -97,11 +109,15 @@ port.on('message', (message: ToWorkerMessage) => {
         timeoutMs: message.init.timeoutMs,
         connections: message.init.concurrency,
       });
+      missingVariable = message.init.missingVariable;
       for (const t of message.templates) templates.set(t.key, t);
       post({ type: FromWorker.Ready });
       break;
     case ToWorker.Templates:
       for (const t of message.templates) templates.set(t.key, t);
+      break;
+    case ToWorker.DropTemplates:
+      for (const k of message.keys) templates.delete(k);
       break;
     case ToWorker.Jobs:
       for (const job of message.jobs) void run(job, message.token);

@@ -143,6 +143,9 @@ describe('mega <name> push|send|tset|template', () => {
       ['big.json', JSON.stringify({ template_id: 't', data: { first: { value: 'x'.repeat(600) } } }), /is \d+ bytes, longer than template_size 512 bytes/],
       ['space.json', JSON.stringify({ template_id: 't', data: { first: { value: 'hi ${a b}' } } }), /data\.first\.value: malformed placeholder "\$\{a b\}"/],
       ['open.json', JSON.stringify({ template_id: 't', data: { first: { value: 'hi ${name' } } }), /data\.first\.value: placeholder "\$\{name" is not closed/],
+      ['empty.json', '{}', /template hello not saved: template "hello" has no "template_id"/],
+      ['blank-id.json', JSON.stringify({ template_id: '', data: {} }), /template "hello" has a "template_id" that is not a non-empty string/],
+      ['number-id.json', JSON.stringify({ template_id: 7, data: {} }), /template "hello" has a "template_id" that is not a non-empty string/],
     ];
     for (const [name, text, message] of cases) {
       const r = await mega('template', 'set', 'hello', '--file', file(name, text));
@@ -186,11 +189,21 @@ describe('mega <name> push|send|tset|template', () => {
   it('template rm: exit 0 when removed, 1 when there is no such template', async () => {
     const rm = await mega('template', 'rm', 'fourth');
     assert.equal(rm.code, 0, rm.stderr);
-    assert.match(rm.stdout, /template fourth removed; the running wechat keeps its cached copy until it restarts/);
+    assert.match(rm.stdout, /template fourth removed; wechat \(pid \d+\) no longer sends it/);
     const again = await mega('template', 'rm', 'fourth');
     assert.equal(again.code, 1);
     assert.match(again.stderr, /no template "fourth"/);
     assert.equal((await mega('template', 'get', 'fourth')).code, 1);
+  });
+
+  it('template rm with the daemon running: the cached template is dropped at once, a Push of it is refused', async () => {
+    assert.equal((await mega('push', 'oCLIRM1', 'third')).code, 0, 'cached before the rm');
+    const rm = await mega('template', 'rm', 'third');
+    assert.equal(rm.code, 0, rm.stderr);
+    assert.match(rm.stdout, /template third removed; wechat \(pid \d+\) no longer sends it/);
+    const push = await mega('push', 'oCLIRM2', 'third');
+    assert.equal(push.code, 1);
+    assert.equal(push.stdout, 'result 400 template key not exists\n');
   });
 
   it('with no daemon running: template set only stores; push cannot guess port 0', async () => {

@@ -17,7 +17,7 @@ afterEach(async () => {
   await store.close();
 });
 
-const tpl = (v: string): string => JSON.stringify({ touser: '${OPENID}', data: { first: { value: v } } });
+const tpl = (v: string): string => JSON.stringify({ touser: '${OPENID}', template_id: 't', data: { first: { value: v } } });
 const firstValue = (cache: TemplateCache, key: string): unknown =>
   (renderTemplate(cache.get(key)!, 'o1', null).data as { first: { value: unknown } }).first.value;
 
@@ -104,10 +104,35 @@ describe('TemplateCache', () => {
       return true;
     });
     assert.equal(cache.has('nope'), false);
-    // A deleted row keeps its cached template (a failed TSet never changes the cache).
+    assert.equal(cache.has('k'), true, 'a key never cached is not dropped from the others');
+  });
+
+  it('tset of a key whose row was deleted drops it from the cache (dropped: true)', async () => {
+    const cache = new TemplateCache({ store });
+    await store.put({ key: 'k', template: tpl('v1') });
+    await store.put({ key: 'other', template: tpl('o') });
+    await cache.loadAll();
     await store.remove('k');
-    await assert.rejects(cache.tset('k'), TemplateNotFoundError);
-    assert.equal(firstValue(cache, 'k'), 'v1');
+    await assert.rejects(cache.tset('k'), (err: unknown) => err instanceof TemplateNotFoundError && err.dropped && err.message === 'template key not exists');
+    assert.equal(cache.has('k'), false);
+    assert.deepEqual(cache.all().map((t) => t.key), ['other']);
+    // Again: nothing left to drop.
+    await assert.rejects(cache.tset('k'), (err: unknown) => err instanceof TemplateNotFoundError && !err.dropped);
+  });
+
+  it('a template without a non-empty string template_id is refused by tset (cache unchanged) and skipped by loadAll', async () => {
+    const cache = new TemplateCache({ store });
+    await store.put({ key: 'k', template: tpl('v1') });
+    await cache.tset('k');
+    for (const bad of ['{}', '{"template_id":""}', '{"template_id":7,"data":{}}', '{"data":{"template_id":"nested"}}']) {
+      await store.put({ key: 'k', template: bad });
+      await assert.rejects(cache.tset('k'), (err: unknown) => err instanceof InvalidTemplateError && /template "k" has (no|a) "template_id"/.test(err.message), bad);
+      assert.equal(firstValue(cache, 'k'), 'v1', 'the previous version stays');
+    }
+    await store.put({ key: 'p', template: '{"template_id":"${tid}"}' });
+    assert.equal((await cache.tset('p')).created, true, 'a placeholder is a valid template_id');
+    const report = await cache.loadAll();
+    assert.deepEqual(report.skipped, [{ key: 'k', reason: 'template "k" has no "template_id" (WeChat refuses every message without one)' }]);
   });
 
   it('tset of a new key when the cache is full: TableFullError; known keys still refresh', async () => {
@@ -138,7 +163,7 @@ describe('TemplateCache', () => {
   });
 
   it('tset of an oversize or invalid template: InvalidTemplateError, the old template stays', async () => {
-    const cache = new TemplateCache({ store, templateSize: 64 });
+    const cache = new TemplateCache({ store, templateSize: 100 });
     await store.put({ key: 'k', template: tpl('ok') });
     await cache.tset('k');
     const good = cache.get('k');
@@ -146,7 +171,7 @@ describe('TemplateCache', () => {
     await store.put({ key: 'k', template: tpl('x'.repeat(64)) });
     await assert.rejects(cache.tset('k'), (err: unknown) => {
       assert.ok(err instanceof InvalidTemplateError);
-      assert.equal(err.message, 'template "k" is 116 bytes, longer than template_size 64 bytes'); // 52 + 64
+      assert.equal(err.message, 'template "k" is 134 bytes, longer than template_size 100 bytes'); // 70 + 64
       return true;
     });
     await store.put({ key: 'k', template: '"just a string"' });

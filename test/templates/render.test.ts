@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileTemplate, renderTemplate, type CompiledTemplate } from '../../src/templates/render.js';
-import { InvalidTemplateError } from '../../src/errors.js';
+import { compileTemplate, missingVariables, renderTemplate, type CompiledTemplate } from '../../src/templates/render.js';
+import { InvalidTemplateError, TemplateRenderError } from '../../src/errors.js';
 
 /** The example template of the seed README (§ 服务端对Mysql的依赖). */
 const SEED_TEMPLATE = `{
@@ -90,11 +90,40 @@ describe('renderTemplate', () => {
     assert.deepEqual(out, { touser: 'o', '${k}': 'v' });
   });
 
-  it('keeps unknown placeholders, and null/undefined variables, as written', () => {
+  it('keeps unknown placeholders and undefined variables as written; a null variable is ""', () => {
     const src = '{"a":"${missing}","b":"${nul}-${undef}","c":"${}","d":"${a b}","e":"$${x}}","f":"${x"}';
     const out = render(src, 'o1', { nul: null, undef: undefined, x: 'X' });
-    assert.deepEqual(out, { a: '${missing}', b: '${nul}-${undef}', c: '${}', d: '${a b}', e: '$X}', f: '${x', touser: 'o1' });
+    assert.deepEqual(out, { a: '${missing}', b: '-${undef}', c: '${}', d: '${a b}', e: '$X}', f: '${x', touser: 'o1' });
     assert.deepEqual(render('{"a":"${x}"}', 'o1', null), { a: '${x}', touser: 'o1' });
+  });
+
+  it('missing: "empty" fills a missing variable with "", and null is "" too', () => {
+    const t = compileTemplate('k', '{"a":"[${price}]","b":"${nul}","c":"${OPENID}","d":"${}"}');
+    assert.deepEqual(renderTemplate(t, 'o1', { nul: null }, { missing: 'empty' }), { a: '[]', b: '', c: 'o1', d: '${}', touser: 'o1' });
+    assert.deepEqual(renderTemplate(t, 'o1', null, { missing: 'empty' }), { a: '[]', b: '', c: 'o1', d: '${}', touser: 'o1' });
+    assert.deepEqual(renderTemplate(t, 'o1', { price: 3, nul: 'n' }, { missing: 'keep' }), { a: '[3]', b: 'n', c: 'o1', d: '${}', touser: 'o1' });
+  });
+
+  it('missing: "reject" throws a TemplateRenderError naming every missing variable, in order of first use', () => {
+    const t = compileTemplate('k', '{"a":"${time} ${OPENID}","b":["${price}","${time}"],"c":"${nul}"}');
+    assert.deepEqual(missingVariables(t, { nul: null }), ['time', 'price']);
+    assert.deepEqual(missingVariables(t, null), ['time', 'price', 'nul']);
+    assert.throws(
+      () => renderTemplate(t, 'o1', { nul: null }, { missing: 'reject' }),
+      (err: unknown) => err instanceof TemplateRenderError && err.code === 'MEGA_ERR_TEMPLATE_RENDER' && err.message === 'missing variables: time, price',
+    );
+    assert.deepEqual(renderTemplate(t, 'o1', { nul: null, time: 'T', price: 'P' }, { missing: 'reject' }), { a: 'T o1', b: ['P', 'T'], c: '', touser: 'o1' });
+  });
+
+  it('a variable that cannot be made text is a TemplateRenderError, not a stack overflow escaping', () => {
+    let deep: unknown[] = [];
+    for (let i = 0; i < 200_000; i++) deep = [deep];
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const t = compileTemplate('k', '{"a":"${v}"}');
+    for (const v of [deep, cyclic]) {
+      assert.throws(() => renderTemplate(t, 'o1', { v }), (err: unknown) => err instanceof TemplateRenderError && /^template "k": a variable cannot be made text: /.test(err.message));
+    }
   });
 
   it('reads only own properties of the variables', () => {
