@@ -8,7 +8,7 @@ import { openSync, writeSync, fdatasyncSync, closeSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Pool } from 'undici';
 import { FileQueue } from '../src/queue/index.js';
-import { encodeJobRecord } from '../src/dispatch/job.js';
+import { encodeJobRecord } from '../src/jobs/record.js';
 import { compileTemplate, renderTemplate } from '../src/templates/index.js';
 import { pushBurst, runPushLoad, sendSequential, type PushLoadResult } from './lib/client.js';
 import {

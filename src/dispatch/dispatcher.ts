@@ -4,8 +4,8 @@ import type { FileQueue } from '../queue/index.js';
 import type { TaskPool } from '../workers/pool.js';
 import type { JobMessage } from '../workers/messages.js';
 import type { TokenManager } from '../wechat/token-manager.js';
-import { OutcomeKind, type JobOutcome } from './outcome.js';
-import { decodeJobRecord, type JobRecord } from './job.js';
+import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
+import { decodeJobRecord, type JobRecord } from '../jobs/record.js';
 import type { DeadLetter, DeadLetterLog } from './dead-letter.js';
 import { RateLimiter, RateMeter } from './rate.js';
 

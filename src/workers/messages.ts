@@ -1,5 +1,5 @@
 import type { CompiledTemplate, MissingVariable } from '../templates/render.js';
-import type { JobOutcome } from '../dispatch/outcome.js';
+import type { JobOutcome } from '../jobs/outcome.js';
 
 /**
  * The only messages that cross between the main thread and a task worker. Enum-typed so

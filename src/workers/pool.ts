@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { CompiledTemplate } from '../templates/render.js';
-import { OutcomeKind, type JobOutcome } from '../dispatch/outcome.js';
-import { decodeJobRecord } from '../dispatch/job.js';
+import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
+import { decodeJobRecord } from '../jobs/record.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage, type WorkerInit } from './messages.js';
 
 export interface TaskPoolOptions {

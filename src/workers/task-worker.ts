@@ -6,8 +6,8 @@
 import { parentPort } from 'node:worker_threads';
 import { WechatClient } from '../wechat/client.js';
 import { renderTemplate, type CompiledTemplate, type MissingVariable } from '../templates/render.js';
-import { classifyErrcode, DaemonErrcode, OutcomeKind, type JobOutcome } from '../dispatch/outcome.js';
-import { decodeJobRecord } from '../dispatch/job.js';
+import { classifyErrcode, DaemonErrcode, OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
+import { decodeJobRecord } from '../jobs/record.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage } from './messages.js';
 import { scrubSecrets } from '../log/logger.js';
 import { WechatTransportError } from '../errors.js';

@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WechatClient } from '../../src/wechat/client.js';
 import { WechatSimulator } from '../../src/wechat/simulator.js';
-import { classifyErrcode, OutcomeKind } from '../../src/dispatch/outcome.js';
+import { classifyErrcode, OutcomeKind } from '../../src/jobs/outcome.js';
 import { ConfigError, TokenError, WechatTransportError } from '../../src/errors.js';
 import { APP_ID, APP_SECRET, msg } from './helpers.js';
 

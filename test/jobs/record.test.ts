@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ClientMsgIdGenerator, decodeJobRecord, encodeJobRecord } from '../../src/dispatch/job.js';
-import { classifyErrcode, OutcomeKind } from '../../src/dispatch/outcome.js';
+import { ClientMsgIdGenerator, decodeJobRecord, encodeJobRecord } from '../../src/jobs/record.js';
+import { classifyErrcode, OutcomeKind } from '../../src/jobs/outcome.js';
 
 describe('job records', () => {
   it('embed the client’s variables bytes untouched and decode back', () => {
