@@ -1,4 +1,4 @@
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Help } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
 import { CliFailure, restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
@@ -11,9 +11,30 @@ const SIMULATOR_DEFAULTS = ['--port', '9502', '--app-id', 'wx_demo_app', '--app-
 
 const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 
+/**
+ * Whether commander itself printed the error it then throws (exitOverride): its own parse errors
+ * and refused option or argument values are printed, an error thrown by an action handler is not.
+ */
+interface ErrorTracker {
+  printed: boolean;
+}
+
+/** Codes of the CommanderErrors that follow help or a version commander has already shown. */
+const SHOWN_BY_COMMANDER = ['commander.help', 'commander.helpDisplayed', 'commander.version'];
+
+function reporting<T extends Command>(program: T, tracker: ErrorTracker): T {
+  program.configureOutput({
+    outputError: (text, write) => {
+      tracker.printed = true;
+      write(text);
+    },
+  });
+  return program;
+}
+
 /** `mega <name> <command>`: the service commands of one config. */
-function serviceProgram(name: string): Command {
-  const program = new Command(`mega ${name}`).exitOverride().showHelpAfterError();
+function serviceProgram(name: string, tracker: ErrorTracker = { printed: false }): Command {
+  const program = reporting(new Command(`mega ${name}`), tracker).exitOverride().showHelpAfterError();
   program
     .command('start')
     .description('start the daemon (in the background when [setting] daemonize = 1)')
@@ -28,16 +49,16 @@ function serviceProgram(name: string): Command {
     .action((o: { configDir?: string }) => stop(name, o));
   program
     .command('restart')
-    .description('stop, then start')
+    .description('stop (if running), then start in the background whatever daemonize says; --foreground: in this terminal')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .option('--foreground', 'stay in the foreground whatever daemonize says')
+    .option('--foreground', 'run the new daemon in this terminal instead of in the background')
     .option('--demo', 'as for start')
     .action((o: { configDir?: string; foreground?: boolean; demo?: boolean }) => restart(name, o));
   program
     .command('status')
     .description('pid, uptime, queue depth, sent and failed counts; exit 3 when not running')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .option('--json', 'print the status as JSON')
+    .option('--json', 'print the status as JSON ({"name":...,"running":false} when not running)')
     .action((o: { configDir?: string; json?: boolean }) => status(name, o));
   program
     .command('resume')
@@ -68,19 +89,70 @@ function serviceProgram(name: string): Command {
   return program;
 }
 
-function rootProgram(): Command {
-  const program = new Command('mega')
-    .usage('<name> start|stop|restart|status|resume|queue|dlq [options]\n       mega simulator [options]')
-    .description('Mega-WeChat: a daemon that queues and sends WeChat template messages.\n<name> selects config/<name>.ini.')
+/** Headings of `mega --help`, by a service command's first word; anything new lands in "Other". */
+const GROUPS: Array<[string, string[]]> = [
+  ['Service (mega <name> ...):', ['start', 'stop', 'restart', 'status', 'resume']],
+  ['Requests to the running daemon:', ['push', 'send', 'tset']],
+  ['Templates in the [pdo] store:', ['template']],
+  ['Bulk tasks:', ['task']],
+  ['Queue and dead letters:', ['queue', 'dlq']],
+];
+
+/**
+ * `mega --help`: every command of `mega <name>`, subcommands spelled out, read from the
+ * service program itself so that a new command cannot be left out.
+ */
+function rootHelp(helper: Help): string {
+  const rows = new Map<string, Array<[string, string]>>();
+  const add = (group: string, term: string, description: string): void => {
+    const list = rows.get(group) ?? [];
+    list.push([term, description]);
+    rows.set(group, list);
+  };
+  const argsOf = (c: Command): string =>
+    c.registeredArguments
+      .map((a) => {
+        const word = a.name() + (a.variadic ? '...' : '');
+        return a.required ? ` <${word}>` : ` [${word}]`;
+      })
+      .join('');
+  for (const c of serviceProgram('<name>').commands) {
+    const group = GROUPS.find(([, names]) => names.includes(c.name()))?.[0] ?? 'Other:';
+    const subs = c.commands.filter((s) => s.name() !== 'help');
+    if (subs.length === 0) add(group, `<name> ${c.name()}${argsOf(c)}`, c.description());
+    for (const s of subs) add(group, `<name> ${c.name()} ${s.name()}${argsOf(s)}`, s.description());
+  }
+  add('Other:', 'simulator', 'run the bundled WeChat API simulator (tests, demos); see: mega simulator --help');
+  add('Other:', 'help', 'this list');
+  const width = Math.max(...[...rows.values()].flat().map(([term]) => term.length));
+  const out = [
+    'Usage: mega <name> <command> [options]',
+    '       mega simulator [options]',
+    '',
+    helper.boxWrap(
+      'Mega-WeChat: a daemon that queues and sends WeChat template messages. <name> selects <name>.ini ' +
+        'in the config folder (--config-dir DIR, else $MEGA_CONFIG_DIR, else ./config).',
+      helper.helpWidth ?? 80,
+    ),
+    '',
+  ];
+  for (const [group] of [...GROUPS, ['Other:', []] as [string, string[]]]) {
+    const list = rows.get(group);
+    if (!list) continue;
+    out.push(group, ...list.map(([term, description]) => helper.formatItem(term, width, description, helper)), '');
+  }
+  out.push(helper.boxWrap("A command's options: mega <name> <command> --help (e.g. mega wechat task run --help).", helper.helpWidth ?? 80), '');
+  return out.join('\n');
+}
+
+function rootProgram(tracker: ErrorTracker): Command {
+  const program = reporting(new Command('mega'), tracker)
+    .configureHelp({ formatHelp: (_cmd, helper) => rootHelp(helper) })
     .exitOverride()
     .showHelpAfterError();
   program
     .command('simulator')
-    .description(
-      'run the bundled WeChat API simulator (tests, demos): [--host H] [--port P] [--latency-ms N]\n' +
-        '[--app-id ID] [--app-secret S] [--token-ttl S] [--daily-limit N] [--no-record-bodies].\n' +
-        'Defaults match config/wechat.ini: port 9502, app id wx_demo_app, secret demo_secret.',
-    )
+    .description('run the bundled WeChat API simulator (tests, demos); see: mega simulator --help')
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
@@ -89,27 +161,34 @@ function rootProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // `mega help simulator` is `mega simulator --help`: the simulator parses its own options.
+  if (argv[0] === 'help' && argv[1] === 'simulator') argv = ['simulator', '--help'];
   const first = argv[0];
   const serviceCall = first !== undefined && !first.startsWith('-') && first !== 'simulator' && first !== 'help';
-  const program = serviceCall ? serviceProgram(first) : rootProgram();
+  const tracker: ErrorTracker = { printed: false };
+  const program = serviceCall ? serviceProgram(first, tracker) : rootProgram(tracker);
   try {
     await program.parseAsync(serviceCall ? argv.slice(1) : argv, { from: 'user' });
     return 0;
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode;
-    if (err instanceof CliFailure) {
-      process.stderr.write(`mega: ${err.message}\n`);
-      return err.exitCode;
-    }
-    if (err instanceof ConfigError) {
-      process.stderr.write(`mega: config error: ${err.message}\n`);
-      return 2;
-    }
-    if (err instanceof MegaError) {
-      process.stderr.write(`mega: ${err.message}\n`);
-      return 1;
-    }
-    process.stderr.write(`mega: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    return 1;
+    const { exitCode, message } = describeFailure(err, tracker.printed);
+    if (message !== undefined) process.stderr.write(`mega: ${message}\n`);
+    return exitCode;
   }
+}
+
+/**
+ * The exit status of a failed command and what to print for it (nothing when commander already
+ * printed it). Every refusal says why: an argument refused inside an action handler
+ * (InvalidArgumentError, a CommanderError commander did not print) is printed here.
+ */
+export function describeFailure(err: unknown, printedByCommander: boolean): { exitCode: number; message?: string } {
+  if (err instanceof CommanderError) {
+    const shown = printedByCommander || err.exitCode === 0 || SHOWN_BY_COMMANDER.includes(err.code);
+    return shown ? { exitCode: err.exitCode } : { exitCode: err.exitCode, message: err.message };
+  }
+  if (err instanceof CliFailure) return { exitCode: err.exitCode, message: err.message };
+  if (err instanceof ConfigError) return { exitCode: 2, message: `config error: ${err.message}` };
+  if (err instanceof MegaError) return { exitCode: 1, message: err.message };
+  return { exitCode: 1, message: err instanceof Error ? (err.stack ?? err.message) : String(err) };
 }

@@ -38,13 +38,15 @@ const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, e
 /** Exit status of a run stopped by a signal: 128 + the signal's number, as shells report it. */
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const ID_HELP = 'task id (a positive integer, as task create printed it)';
 
 function say(line: string): void {
   process.stdout.write(line + '\n');
 }
 
+/** The `<id>` argument's parser: commander prints the refusal with the value and the argument's name. */
 function parseId(text: string): number {
-  if (!/^\d{1,10}$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('a task id is a positive integer');
+  if (!/^\d{1,10}$/.test(text) || Number(text) < 1) throw new InvalidArgumentError('A task id is a positive integer (see: task list).');
   return Number(text);
 }
 
@@ -205,9 +207,8 @@ function clientTls(config: MegaConfig, o: RunOptions): MegaClientOptions['tls'] 
   return out;
 }
 
-async function runCommand(name: string, idText: string, o: RunOptions, resume: boolean): Promise<void> {
+async function runCommand(name: string, id: number, o: RunOptions, resume: boolean): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
-  const id = parseId(idText);
   const window = o.window ?? 64;
   await withStore(config, async (store) => {
     const before = await getTask(store, id);
@@ -258,7 +259,8 @@ async function runCommand(name: string, idText: string, o: RunOptions, resume: b
     for (const n of notices.splice(0)) process.stderr.write(`mega: ${n}\n`);
 
     const task = runner.task;
-    say(`task ${id}: sending ${task.key} to ${task.total - task.success - task.fail} of ${task.total} recipients via ${address.host}:${address.port} (${window} in flight); failures: ${task.report}`);
+    // --quiet: the outcome line is all that goes to stdout.
+    if (!o.quiet) say(`task ${id}: sending ${task.key} to ${task.total - task.success - task.fail} of ${task.total} recipients via ${address.host}:${address.port} (${window} in flight); failures: ${task.report}`);
     let signal: string | undefined;
     const onSignal = (s: NodeJS.Signals): void => {
       signal ??= s;
@@ -295,9 +297,8 @@ async function runCommand(name: string, idText: string, o: RunOptions, resume: b
 
 // ------------------------------------------------------------------ pause / list / show
 
-async function pauseCommand(name: string, idText: string, o: { configDir?: string }): Promise<void> {
+async function pauseCommand(name: string, id: number, o: { configDir?: string }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
-  const id = parseId(idText);
   await withStore(config, async (store) => {
     const by = `paused by ${os.userInfo().username}@${os.hostname()} at ${new Date().toISOString()}`;
     let result;
@@ -364,9 +365,8 @@ async function listCommand(name: string, o: { configDir?: string; json?: boolean
   });
 }
 
-async function showCommand(name: string, idText: string, o: { configDir?: string; json?: boolean }): Promise<void> {
+async function showCommand(name: string, id: number, o: { configDir?: string; json?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
-  const id = parseId(idText);
   await withStore(config, async (store) => {
     const t = await getTask(store, id);
     if (o.json) return say(JSON.stringify(taskJson(t), null, 2));
@@ -417,24 +417,26 @@ export function registerTaskCommands(program: Command, name: string): void {
     c
       .option('--window <n>', 'sends in flight at once (default 64)', parsePositive(10_000))
       .option('--connect <host:port>', 'daemon address (default: where the running daemon listens)')
-      .option('--quiet', 'no progress display')
+      .option('--quiet', 'print only the outcome line (warnings still go to stderr)')
       .option('--plain', 'a progress line per second instead of a bar')
       .option('--tls-cert <file>', 'client certificate, when the daemon requires one ([server] tls_ca)')
       .option('--tls-key <file>', 'its key')
       .option('--config-dir <dir>', CONFIG_DIR_HELP);
   runOptions(
     task
-      .command('run <id>')
+      .command('run')
+      .argument('<id>', ID_HELP, parseId)
       .description('send to every recipient not finished yet; Ctrl-C stops after the answers in flight (twice: at once)'),
-  ).action((id: string, o: RunOptions) => runCommand(name, id, o, false));
-  runOptions(task.command('resume <id>').description('continue a paused, stopped or failed task (and run it)')).action(
-    (id: string, o: RunOptions) => runCommand(name, id, o, true),
-  );
+  ).action((id: number, o: RunOptions) => runCommand(name, id, o, false));
+  runOptions(
+    task.command('resume').argument('<id>', ID_HELP, parseId).description('continue a paused, stopped or failed task (and run it)'),
+  ).action((id: number, o: RunOptions) => runCommand(name, id, o, true));
   task
-    .command('pause <id>')
+    .command('pause')
+    .argument('<id>', ID_HELP, parseId)
     .description('pause a task; its runner stops within a second, after the answers in flight')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((id: string, o: { configDir?: string }) => pauseCommand(name, id, o));
+    .action((id: number, o: { configDir?: string }) => pauseCommand(name, id, o));
   task
     .command('list')
     .description('tasks, newest first, with their progress')
@@ -443,10 +445,11 @@ export function registerTaskCommands(program: Command, name: string): void {
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
     .action((o: { configDir?: string; json?: boolean; limit?: number }) => listCommand(name, o));
   task
-    .command('show <id>')
+    .command('show')
+    .argument('<id>', ID_HELP, parseId)
     .description('one task: status, counts, files')
     .option('--json', 'print as JSON')
     .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((id: string, o: { configDir?: string; json?: boolean }) => showCommand(name, id, o));
+    .action((id: number, o: { configDir?: string; json?: boolean }) => showCommand(name, id, o));
 }
 

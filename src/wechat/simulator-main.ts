@@ -5,6 +5,8 @@
  *     [--app-id ID] [--app-secret SECRET] [--token-ttl 7200] [--daily-limit 100000]
  *     [--no-record-bodies]
  *
+ * (`mega simulator` passes the defaults of config/wechat.ini, which its usage text shows.)
+ *
  * Prints one line of JSON `{"url":"http://127.0.0.1:PORT","port":PORT}` on stdout once listening;
  * closes and exits 0 on SIGTERM/SIGINT. Bad arguments: a message on stderr and exit code 2.
  * Everything else (faults, reset, record) goes through the /_sim/* control endpoints.
@@ -22,16 +24,26 @@ function intArg(name: string, value: string | undefined, min: number): number | 
   return n;
 }
 
-const USAGE = `usage: mega simulator [options]
-  --host H             address to listen on (default 127.0.0.1)
-  --port P             port (mega simulator: 9502; 0 = any free port)
-  --latency-ms N       delay before every answer (default 0)
-  --app-id ID          the app id it accepts (mega simulator: wx_demo_app)
-  --app-secret S       the secret it accepts (mega simulator: demo_secret)
-  --token-ttl S        expires_in of the tokens it issues, in seconds (default 7200)
-  --daily-limit N      template messages per day before 45009 (default 100000)
-  --no-record-bodies   leave each message's body and data out of the record
-Faults, reset and the record of what it received: the /_sim/* endpoints (README).
+// Kept within 80 columns: it is printed as is, never wrapped.
+const USAGE = `Usage: mega simulator [options]
+
+The bundled WeChat API simulator, for tests and demos. Once it listens it
+prints its URL and port as one line of JSON; Ctrl-C stops it.
+
+Options:
+  --host H            address to listen on (default 127.0.0.1)
+  --port P            port (default 9502; 0 = any free port)
+  --latency-ms N      delay before every answer, in ms (default 0)
+  --app-id ID         the app id it accepts (default wx_demo_app)
+  --app-secret S      the secret it accepts (default demo_secret)
+  --token-ttl S       lifetime of the tokens it issues, in s (default 7200)
+  --daily-limit N     messages a day before errcode 45009 (default 100000)
+  --no-record-bodies  keep only openid, template_id and client_msg_id of
+                      each message in the record
+  -h, --help          this text
+
+The defaults are those of config/wechat.ini. Faults, reset and the record
+of what it received: the /_sim/* endpoints, see docs/SIMULATOR.md.
 `;
 
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
