@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, resolveConfigDir, type MegaConfig } from '../config/config.js';
+import { StartupError } from '../errors.js';
 import { createLogger, scrubSecrets } from '../log/logger.js';
+import { FileQueue } from '../queue/index.js';
 import { Daemon, runningPid } from '../server/daemon.js';
 import { controlRequest } from '../server/control.js';
 import type { DaemonStatus } from '../server/daemon.js';
-import { startDemo } from './demo.js';
+import { installSampleTemplate, startDemoSimulator } from './demo.js';
 
 /** LSB exit status of `status` when the service is not running. */
 export const EXIT_NOT_RUNNING = 3;
@@ -23,6 +25,8 @@ export interface StartOptions {
   configDir?: string;
   foreground?: boolean;
   demo?: boolean;
+  /** In the background whatever `daemonize` says (unless `foreground`): what `restart` does. */
+  background?: boolean;
 }
 
 const BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
@@ -40,7 +44,7 @@ export async function start(name: string, options: StartOptions): Promise<void> 
   const config = loadServiceConfig(name, options.configDir);
   const pid = runningPid(config.server.pidFile);
   if (pid !== undefined) throw new CliFailure(`${name} is already running (pid ${pid})`);
-  if (config.setting.daemonize && !options.foreground) {
+  if (!options.foreground && (options.background || config.setting.daemonize)) {
     await startDetached(name, config, options);
   } else {
     await runForeground(config, options);
@@ -115,8 +119,10 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     void daemon
       .stop()
       .then(() => stopDemo?.())
+      .then(() => describeLeftQueued(config))
       .then(
-        () => {
+        (left) => {
+          say(`${config.name} stopped; ${left}`);
           log.flush();
           process.exit(0);
         },
@@ -142,10 +148,14 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
   });
 
   try {
-    if (options.demo) stopDemo = await startDemo(config, logger);
+    // The demo's simulator first, the sample template last: a start that fails (a port taken)
+    // has written nothing.
+    if (options.demo) stopDemo = await startDemoSimulator(config, logger);
     daemon = await Daemon.start(config, logger);
+    if (options.demo) await installSampleTemplate(config, daemon, logger);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = explainStartFailure(err, config);
+    await daemon?.stop().catch(() => undefined);
     logger.fatal({ err }, 'mega-wechat could not start');
     log.flush();
     await stopDemo?.();
@@ -157,6 +167,35 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
   report({ ready: true, listen });
   if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid}); log: ${config.log.logFile}`);
   if (stopRequested) shutdown(stopRequested);
+}
+
+/** A start failure as the user should read it: a port taken names the key that moves it. */
+function explainStartFailure(err: unknown, config: MegaConfig): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const code = err instanceof StartupError ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
+  if (code === 'EADDRINUSE') {
+    return `${message}. Another process (another ${config.name} daemon?) holds that port: stop it, or change [server] listen[] in ${config.file}`;
+  }
+  if (code === 'EACCES' || code === 'EADDRNOTAVAIL') return `${message}. Change [server] listen[] in ${config.file}`;
+  return message;
+}
+
+/** After a stop: how many jobs wait in the queue for the next start, read from its files. */
+async function describeLeftQueued(config: MegaConfig): Promise<string> {
+  const where = config.server.queueFilePath;
+  try {
+    const queue = await FileQueue.open({
+      dir: where,
+      segmentSize: config.queue.segmentSize,
+      fsync: config.queue.fsync,
+      maxPayloadSize: config.setting.packageMaxLength + 4096,
+    });
+    const depth = queue.stats().depth;
+    await queue.close();
+    return `${depth} job${depth === 1 ? '' : 's'} left queued in ${where}`;
+  } catch (err) {
+    return `its queue is in ${where} (cannot count it: ${err instanceof Error ? err.message : String(err)})`;
+  }
 }
 
 function alive(pid: number): boolean {
@@ -187,9 +226,13 @@ export async function stop(name: string, options: { configDir?: string; quiet?: 
   say(`${name} stopped (pid ${pid})`);
 }
 
+/**
+ * `mega <name> restart`: stop, then start in the background whatever `daemonize` says, so the
+ * terminal that typed it gets its prompt back; `--foreground` runs the new daemon in it instead.
+ */
 export async function restart(name: string, options: StartOptions): Promise<void> {
   await stop(name, { configDir: options.configDir, quiet: true });
-  await start(name, options);
+  await start(name, { ...options, background: true });
 }
 
 function formatStatus(s: DaemonStatus): string {
@@ -230,12 +273,18 @@ export async function resume(name: string, options: { configDir?: string }): Pro
 export async function status(name: string, options: { configDir?: string; json?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const pid = runningPid(config.server.pidFile);
-  if (pid === undefined) throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
+  if (pid === undefined) {
+    if (!options.json) throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
+    // A script reading --json gets JSON either way; the exit status still says "not running".
+    // Not `running: false`: in a running daemon's status, `running` counts WeChat calls.
+    say(JSON.stringify({ name, state: 'not running', pid: null }));
+    throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
+  }
   let result: DaemonStatus;
   try {
     result = (await controlRequest(config.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
   } catch (err) {
     throw new CliFailure(`${name} (pid ${pid}) does not answer: ${err instanceof Error ? err.message : String(err)}`);
   }
-  say(options.json ? JSON.stringify(result, null, 2) : formatStatus(result));
+  say(options.json ? JSON.stringify({ state: 'running', ...result }, null, 2) : formatStatus(result));
 }
