@@ -244,12 +244,14 @@ export class Dispatcher extends EventEmitter {
       let token: string;
       try {
         token = await tokens.get();
-        if (this.tokenError) logger.info('access token obtained again; dispatch resumes');
+        if (this.tokenError) logger.info('dispatch resumes: it has an access token again');
         this.tokenError = undefined;
       } catch (err) {
         // Without a token every call would fail: keep the jobs queued and try again later.
+        // The token manager logs the failure itself (once per distinct error); this says once
+        // what it means for dispatch.
         const message = err instanceof Error ? err.message : String(err);
-        if (this.tokenError !== message) logger.error({ err }, 'cannot get an access token; dispatch waits');
+        if (!this.tokenError) logger.warn({ reason: message }, 'no access token: dispatch waits, every job stays queued');
         if (!this.tokenError) this.tokenErrorSince = new Date().toISOString();
         this.tokenError = message;
         this.tokenWait = setTimeout(() => {

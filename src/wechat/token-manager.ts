@@ -12,6 +12,10 @@
  *   rejects at once with the last TokenError (or returns the still-valid old token). The first
  *   `get()` after the window tries again. A success resets the backoff. So a bad secret or an IP
  *   missing from the whitelist costs at most one token request per backoff window.
+ * - Logging: a failure is logged as an error once, and again only when the error changes
+ *   (another errcode or message); the retries that fail the same way are debug lines. The first
+ *   success after failures is logged once as a recovery. A bad secret thus leaves two lines in
+ *   the log, not one every backoff window.
  * - `invalidate(token)` is compare-and-expire: it drops the cached token only if it is still
  *   `token`, so late reports about an old token never discard a newer one. If the endpoint then
  *   hands back the very token just invalidated (stable_token returns the current token while it
@@ -61,6 +65,8 @@ export class TokenManager {
   private retryAfter = 0;
   private _fetches = 0;
   private _lastError: TokenError | undefined;
+  /** The failure last logged as an error since the last success (errcode and message). */
+  private loggedFailure: string | undefined;
 
   constructor(o: TokenManagerOptions) {
     if (typeof o.appId !== 'string' || o.appId === '') throw new TypeError('TokenManager option appId must be a non-empty string');
@@ -142,11 +148,15 @@ export class TokenManager {
         r = await this.fetch(true);
       }
       this.store(r.accessToken, r.expiresIn, startedAt);
+      const failedAttempts = this.failures;
       this.failures = 0;
       this.retryAfter = 0;
       this._lastError = undefined;
+      this.loggedFailure = undefined;
       this.lastInvalidated = undefined;
-      this.logger?.info({ expiresIn: r.expiresIn, endpoint: this.endpoint, fetches: this._fetches }, 'access token refreshed');
+      const fields = { expiresIn: r.expiresIn, endpoint: this.endpoint, fetches: this._fetches };
+      if (failedAttempts > 0) this.logger?.info({ ...fields, failedAttempts }, `access token obtained again after ${failedAttempts} failed attempt(s)`);
+      else this.logger?.info(fields, 'access token refreshed');
       return r.accessToken;
     } catch (err) {
       const e = err instanceof TokenError ? err : new TokenError('access token refresh failed', undefined, { cause: err });
@@ -156,10 +166,14 @@ export class TokenManager {
       this.retryAfter = this.now() + backoff;
       const now = this.now();
       const stillValid = this.token !== undefined && now < this.expiresAt;
-      this.logger?.error(
-        { errcode: e.errcode, failures: this.failures, retryInMs: backoff, usingOldToken: stillValid, endpoint: this.endpoint },
-        `access token refresh failed: ${e.message}`,
-      );
+      const fields = { errcode: e.errcode, failures: this.failures, retryInMs: backoff, usingOldToken: stillValid, endpoint: this.endpoint };
+      const failure = `${e.errcode ?? ''} ${e.message}`;
+      if (failure !== this.loggedFailure) {
+        this.loggedFailure = failure;
+        this.logger?.error(fields, `access token refresh failed: ${e.message} (retried with backoff; logged again only if the error changes)`);
+      } else {
+        this.logger?.debug(fields, `access token refresh failed again: ${e.message}`);
+      }
       if (stillValid) return this.token as string;
       throw e;
     }

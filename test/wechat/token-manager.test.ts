@@ -143,6 +143,44 @@ describe('TokenManager', () => {
     assert.equal(tm.fetches, 2);
   });
 
+  test('a refused secret is logged as an error once per distinct error, its recovery once', async () => {
+    const { logger, lines } = captureLogger();
+    const tm = new TokenManager({ client, appId: APP_ID, appSecret: APP_SECRET, now, logger, minBackoffMs: 1000, maxBackoffMs: 1000 });
+    const levels = (): Array<{ level: number; msg: string }> => lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    const errors = (): string[] => levels().filter((l) => l.level >= 50).map((l) => l.msg);
+    sim.configure({ tokenErrcode: 40125 });
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(tm.get(), (e: unknown) => e instanceof TokenError && e.errcode === 40125);
+      clock += 1000;
+    }
+    assert.equal(tm.fetches, 4);
+    assert.equal(errors().length, 1, 'four failures of the same kind: one error line');
+    assert.match(errors()[0]!, /40125/);
+    assert.equal(levels().filter((l) => l.level === 20 && /refresh failed again/.test(l.msg)).length, 3, 'the repeats are debug lines');
+
+    sim.configure({ tokenErrcode: 40164 }); // another failure: logged again, once
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(tm.get(), (e: unknown) => e instanceof TokenError && e.errcode === 40164);
+      clock += 1000;
+    }
+    assert.equal(errors().length, 2);
+    assert.match(errors()[1]!, /40164/);
+
+    sim.configure({ tokenErrcode: null });
+    await tm.get();
+    const recovered = levels().filter((l) => /obtained again/.test(l.msg));
+    assert.deepEqual(
+      recovered.map((l) => [l.level, l.msg]),
+      [[30, 'access token obtained again after 6 failed attempt(s)']],
+    );
+    assert.equal(errors().length, 2);
+
+    sim.configure({ tokenErrcode: 40125 }); // after a success the same failure is news again
+    clock += 7200 * 1000;
+    await assert.rejects(tm.get(), TokenError);
+    assert.equal(errors().length, 3);
+  });
+
   test('a failed refresh inside the margin keeps serving the still-valid token', async () => {
     const { logger, lines } = captureLogger();
     const tm = new TokenManager({ client, appId: APP_ID, appSecret: APP_SECRET, now, logger, endpoint: 'token' });
