@@ -1,5 +1,6 @@
 export { FileQueue, segmentFileName } from './file-queue.js';
 export type { FileQueueOptions, FsyncMode, QueueJob, QueueStats } from './file-queue.js';
+export type { JobQueue, JobQueueEvents, JobQueueStats } from './job-queue.js';
 export { nodeIo } from './io.js';
 export type { QueueIo } from './io.js';
 export { crc32c } from './crc32c.js';
