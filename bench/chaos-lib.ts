@@ -330,7 +330,7 @@ export class TsetClient {
 
 // ------------------------------------------------------------------ the simulator's record
 
-/** One entry of `GET /_sim/messages` (see ReceivedMessage in src/wechat/simulator.ts). */
+/** One entry of `GET /_sim/messages` (see ReceivedMessage in src/simulator/simulator.ts). */
 export interface SimMessage {
   index: number;
   receivedAt: number;

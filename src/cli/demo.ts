@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import { pdoOptions, type MegaConfig } from '../config/config.js';
 import { openTemplateStore } from '../templates/index.js';
-import { WechatSimulator } from '../wechat/index.js';
-import { CliFailure } from './service.js';
+import { WechatSimulator } from '../simulator/index.js';
+import { CliFailure } from './failure.js';
 
 /** The sample template `npm start` installs into an empty table: the original README's example. */
 export const SAMPLE_TEMPLATE_KEY = 'order_paid';

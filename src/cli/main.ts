@@ -1,10 +1,11 @@
 import { Command, CommanderError, Help } from 'commander';
 import { ConfigError, MegaError } from '../errors.js';
-import { CliFailure, restart, resume, start, status, stop } from './service.js';
+import { CliFailure } from './failure.js';
+import { restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
 import { registerTaskCommands } from './task-commands.js';
 import { registerClientCommands } from './client-commands.js';
-import { main as simulatorMain } from '../wechat/simulator-main.js';
+import { main as simulatorMain } from '../simulator/index.js';
 
 /** Given first, so the caller's own flags (parsed later) win. */
 const SIMULATOR_DEFAULTS = ['--port', '9502', '--app-id', 'wx_demo_app', '--app-secret', 'demo_secret'];

@@ -18,7 +18,7 @@ import { runMega, type RunResult } from '../helpers/processes.js';
 import type { IniSections } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 import type { RawClient } from '../helpers/client.js';
-import type { ReceivedMessage, SimulatorStats } from '../../src/wechat/simulator.js';
+import type { ReceivedMessage, SimulatorStats } from '../../src/simulator/index.js';
 
 const TEMPLATE = { touser: '${OPENID}', template_id: 'tmpl-robust', data: { first: { value: 'n=${n}' } } };
 const KEY = 'robust';

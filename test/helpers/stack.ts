@@ -15,7 +15,7 @@ export interface SimulatorHandle {
   stop(): Promise<void>;
 }
 
-/** One entry of the simulator's record (see ReceivedMessage in src/wechat/simulator.ts). */
+/** One entry of the simulator's record (see ReceivedMessage in src/simulator/simulator.ts). */
 export interface SimMessage {
   index: number;
   touser?: string;

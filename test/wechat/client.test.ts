@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WechatClient } from '../../src/wechat/client.js';
-import { WechatSimulator } from '../../src/wechat/simulator.js';
+import { WechatSimulator } from '../../src/simulator/index.js';
 import { classifyErrcode, OutcomeKind } from '../../src/jobs/outcome.js';
 import { ConfigError, TokenError, WechatTransportError } from '../../src/errors.js';
 import { APP_ID, APP_SECRET, msg } from './helpers.js';

@@ -1,7 +1,7 @@
 /** Small HTTP helpers for the wechat tests: real requests over undici, no mocks. */
 
 import { request } from 'undici';
-import { SIMULATOR_DEFAULT_APP_ID, SIMULATOR_DEFAULT_APP_SECRET, type WechatSimulator } from '../../src/wechat/simulator.js';
+import { SIMULATOR_DEFAULT_APP_ID, SIMULATOR_DEFAULT_APP_SECRET, type WechatSimulator } from '../../src/simulator/index.js';
 
 export const APP_ID = SIMULATOR_DEFAULT_APP_ID;
 export const APP_SECRET = SIMULATOR_DEFAULT_APP_SECRET;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { WechatClient } from '../../src/wechat/client.js';
 import { TokenManager } from '../../src/wechat/token-manager.js';
-import { WechatSimulator } from '../../src/wechat/simulator.js';
+import { WechatSimulator } from '../../src/simulator/index.js';
 import { TokenError } from '../../src/errors.js';
 import { APP_ID, APP_SECRET, msg } from './helpers.js';
 

@@ -1,7 +1,7 @@
 /**
  * The project's own WeChat API simulator: a real HTTP server (node:http) answering the endpoints
  * Mega-WeChat calls with WeChat's response shapes, plus fault injection and control endpoints.
- * Used by tests, the demo and the benchmarks; `simulator-main.ts` runs it as its own process.
+ * Used by tests, the demo and the benchmarks; `main.ts` runs it as its own process.
  *
  * WeChat endpoints:
  * - `GET  /cgi-bin/token?grant_type=client_credential&appid=..&secret=..` — every call issues a new
@@ -22,7 +22,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
-import { ERRCODE, errmsgFor } from './errcodes.js';
+import { ERRCODE, errmsgFor } from '../wechat/errcodes.js';
 
 /** Default credentials the simulator accepts when none are given. */
 export const SIMULATOR_DEFAULT_APP_ID = 'wx00000000simulator';

@@ -4,9 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { http } from './helpers.js';
+import { http } from '../wechat/helpers.js';
 
-const MAIN = fileURLToPath(new URL('../../src/wechat/simulator-main.js', import.meta.url));
+const MAIN = fileURLToPath(new URL('../../src/simulator/main.js', import.meta.url));
 
 function firstLine(child: ChildProcess): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -21,7 +21,7 @@ function firstLine(child: ChildProcess): Promise<string> {
   });
 }
 
-test('simulator-main prints one JSON line with the URL, serves, and exits 0 on SIGTERM', async () => {
+test('simulator main prints one JSON line with the URL, serves, and exits 0 on SIGTERM', async () => {
   const child = spawn(process.execPath, [MAIN, '--port', '0', '--latency-ms', '5', '--app-id', 'wxMain', '--app-secret', 'mainSecret'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -44,7 +44,7 @@ test('simulator-main prints one JSON line with the URL, serves, and exits 0 on S
   }
 });
 
-test('simulator-main rejects bad arguments with exit code 2', async () => {
+test('simulator main rejects bad arguments with exit code 2', async () => {
   const child = spawn(process.execPath, [MAIN, '--port', 'abc'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -53,7 +53,7 @@ test('simulator-main rejects bad arguments with exit code 2', async () => {
   assert.match(stderr, /--port/);
 });
 
-test('simulator-main --help prints every option and exits 0 without listening', async () => {
+test('simulator main --help prints every option and exits 0 without listening', async () => {
   const child = spawn(process.execPath, [MAIN, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));

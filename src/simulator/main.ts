@@ -1,7 +1,7 @@
 /**
  * Runs the WeChat API simulator as its own process:
  *
- *   node dist/src/wechat/simulator-main.js [--host 127.0.0.1] [--port 0] [--latency-ms 0]
+ *   node dist/src/simulator/main.js [--host 127.0.0.1] [--port 0] [--latency-ms 0]
  *     [--app-id ID] [--app-secret SECRET] [--token-ttl 7200] [--daily-limit 100000]
  *     [--no-record-bodies]
  *

@@ -1,7 +1,7 @@
 import { test, describe, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { WechatSimulator } from '../../src/wechat/simulator.js';
-import { APP_ID, APP_SECRET, getToken, http, msg, send, sleep } from './helpers.js';
+import { WechatSimulator } from '../../src/simulator/index.js';
+import { APP_ID, APP_SECRET, getToken, http, msg, send, sleep } from '../wechat/helpers.js';
 
 describe('WechatSimulator', () => {
   let sim: WechatSimulator;
