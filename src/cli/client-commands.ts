@@ -14,7 +14,8 @@ import { controlRequest } from '../server/control.js';
 import { runningPid, type DaemonStatus } from '../server/daemon.js';
 import { compileMessageTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
 import { BadRequestError, InvalidTemplateError, MegaError } from '../errors.js';
-import { CliFailure, loadServiceConfig } from './service.js';
+import { CliFailure } from './failure.js';
+import { loadServiceConfig } from './service.js';
 
 const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 const TEMPLATE_KEY = /^[\x21-\x7e]{1,32}$/;

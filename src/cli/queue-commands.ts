@@ -3,7 +3,8 @@ import { FileQueue } from '../queue/index.js';
 import { DeadLetterLog, retryDeadLetters, type DeadLetter, type DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { controlRequest } from '../server/control.js';
 import { deadLetterFile, queueSummary, runningPid, type QueueSummary } from '../server/daemon.js';
-import { CliFailure, loadServiceConfig } from './service.js';
+import { CliFailure } from './failure.js';
+import { loadServiceConfig } from './service.js';
 
 /**
  * `mega <name> queue` and `mega <name> dlq ...`. With the daemon running they go through its

@@ -8,18 +8,7 @@ import { Daemon, runningPid } from '../server/daemon.js';
 import { controlRequest } from '../server/control.js';
 import type { DaemonStatus } from '../server/daemon.js';
 import { installSampleTemplate, startDemoSimulator } from './demo.js';
-
-/** LSB exit status of `status` when the service is not running. */
-export const EXIT_NOT_RUNNING = 3;
-
-export class CliFailure extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
-  }
-}
+import { CliFailure, EXIT_NOT_RUNNING } from './failure.js';
 
 export interface StartOptions {
   configDir?: string;

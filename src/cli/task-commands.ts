@@ -25,7 +25,8 @@ import {
   type TaskStore,
 } from '../tasks/index.js';
 
-import { CliFailure, loadServiceConfig } from './service.js';
+import { CliFailure } from './failure.js';
+import { loadServiceConfig } from './service.js';
 
 /**
  * `mega <name> task create|run|resume|pause|list|show`: bulk tasks (src/tasks).
