@@ -20,7 +20,10 @@ import type { TaskControl, TaskRow, TaskStatus, TaskStore } from './store.js';
  *   repeat, so sending again a recipient whose answer was lost (crash, closed connection,
  *   timeout) is harmless;
  * - **counts are exact**: the counts, the finished set and the failure report's length are
- *   saved in one statement, and a run cuts the report back to the saved length.
+ *   saved in one statement, and a run cuts the report back to the saved length;
+ * - **at most `window` recipients are sent again after a kill -9**: a recipient holds its place
+ *   in the window from its Send until its outcome is saved, not just until its answer comes
+ *   (see `#occupied`).
  *
  * Answers: 200 → success. 400 with WeChat's JSON → failure, reported (openid, errcode, errmsg).
  * 413 (this recipient's variables make a frame too large) → failure, reported with errcode 413.
@@ -64,7 +67,11 @@ export interface TaskRunnerOptions {
   id: number;
   /** Connected (it reconnects by itself after a lost connection). The runner closes it. */
   client: TaskClient;
-  /** Sends in flight at once. @defaultValue 64 */
+  /**
+   * Recipients sent and not yet saved as finished, at once: Sends in flight, answers waiting
+   * for a retry, and outcomes waiting for the next save. So a kill -9 leaves at most this many
+   * recipients that the next run sends again. @defaultValue 64
+   */
   window?: number;
   /** Allow a paused or failed task (`task resume`). @defaultValue false */
   resume?: boolean;
@@ -173,6 +180,8 @@ export class TaskRunner {
   readonly #client: TaskClient;
   readonly #owner: string;
   readonly #window: number;
+  /** Unsaved outcomes that make a blocked window save before the tick. */
+  readonly #earlySave: number;
   readonly #requestTimeoutMs: number;
   #task!: TaskRow;
   #tracker!: ProgressTracker;
@@ -195,6 +204,8 @@ export class TaskRunner {
 
   #lastStatus: TaskStatus = 'running';
   #savedVersion = -1;
+  /** {@link ProgressTracker.finished} as of the last save that succeeded. */
+  #savedFinished = 0;
   #savedReportSize = -1;
   #lastSaveAt = 0;
   #saving: Promise<void> | undefined;
@@ -209,6 +220,7 @@ export class TaskRunner {
     this.#window = options.window ?? 64;
     this.#requestTimeoutMs = Math.min(options.requestTimeoutMs ?? MAX_TIMER_MS, MAX_TIMER_MS);
     if (!Number.isSafeInteger(this.#window) || this.#window < 1) throw new RangeError('window must be a positive integer');
+    this.#earlySave = Math.ceil(this.#window / 4);
   }
 
   /**
@@ -281,6 +293,7 @@ export class TaskRunner {
       }
     });
     this.#samples.push({ at: Date.now(), finished: this.#tracker.finished });
+    this.#savedFinished = this.#tracker.finished;
     const saver = setInterval(() => this.#saveTick(), this.#o.saveIntervalMs ?? 100);
     const reporter = setInterval(() => this.#progress(), 200);
     try {
@@ -309,8 +322,9 @@ export class TaskRunner {
     for (;;) {
       if (this.#stop || this.#fatal !== undefined || this.#lost !== undefined) break;
       this.#checkTrouble();
-      while (!this.#stop && this.#inFlight < this.#window && Date.now() >= this.#gateUntil) {
-        const r = this.#takeRetry() ?? (await this.#readNext());
+      while (!this.#stop && Date.now() >= this.#gateUntil) {
+        // A retry keeps the place it holds in the window; only a recipient never sent needs a free one.
+        const r = this.#takeRetry() ?? (this.#occupied() < this.#window ? await this.#readNext() : undefined);
         if (r === undefined || this.#stop) {
           if (r !== undefined) this.#retry.unshift({ r, notBefore: 0 }); // stays unfinished: sent next run
           break;
@@ -318,6 +332,10 @@ export class TaskRunner {
         this.#launch(r);
       }
       if (!this.#stop && this.#inFlight === 0 && this.#retry.length === 0 && this.#readerDone) break;
+      // Outcomes waiting for the 100 ms tick hold the window shut: once they are a quarter of
+      // it, save them now, so the rate stays that of the answers, not one window per tick
+      // (a quarter, not one: a save per answer would cost more than the send).
+      if (this.#occupied() >= this.#window && this.#unsaved() >= this.#earlySave && this.#saveFailingSince === undefined) this.#startSave();
       await this.#sleep(this.#nextWakeMs());
     }
     while (this.#inFlight > 0 && !this.#abort && this.#lost === undefined) {
@@ -326,6 +344,22 @@ export class TaskRunner {
       if (this.#troubleSince !== undefined) this.#abort = true;
       else await this.#sleep(1000);
     }
+  }
+
+  /**
+   * Recipients a Send went out for (in this run or, for those it sends again, an earlier one)
+   * and that the store does not yet record as finished: after a kill -9 exactly these are sent
+   * again. They fill the window: in flight, waiting for a retry, or answered but not yet saved.
+   * A run sends again what an earlier one left before any recipient that was never sent (they
+   * come first in the list), so the whole set stays within the window across runs too.
+   */
+  #occupied(): number {
+    return this.#inFlight + this.#retry.length + this.#unsaved();
+  }
+
+  /** Recipients counted since the last save that succeeded. */
+  #unsaved(): number {
+    return this.#tracker.finished - this.#savedFinished;
   }
 
   #takeRetry(): TaskRecipient | undefined {
@@ -482,9 +516,14 @@ export class TaskRunner {
       this.#tracker.version !== this.#savedVersion ||
       this.#report.size !== this.#savedReportSize ||
       Date.now() - this.#lastSaveAt >= (this.#o.heartbeatMs ?? 1000);
-    if (!due) return;
+    if (due) this.#startSave();
+  }
+
+  #startSave(): void {
+    if (this.#saving) return;
     this.#saving = this.#saveNow().finally(() => {
       this.#saving = undefined;
+      this.#wakeUp(); // saved outcomes free their places in the window
     });
   }
 
@@ -495,9 +534,11 @@ export class TaskRunner {
       // Lines synced before the store counts them; the snapshot is taken in the same tick.
       this.#report.sync();
       const version = this.#tracker.version;
+      const finished = this.#tracker.finished;
       const snapshot = this.#tracker.snapshot(this.#report.size);
       control = await this.#store.saveProgress(this.#task.id, this.#owner, snapshot);
       this.#savedVersion = version;
+      this.#savedFinished = finished;
       this.#savedReportSize = snapshot.reportSize;
       this.#lastSaveAt = Date.now();
       this.#saveFailingSince = undefined;

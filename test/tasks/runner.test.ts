@@ -22,7 +22,9 @@ import {
   type TaskRunnerOptions,
   type TaskStore,
 } from '../../src/tasks/index.js';
+import { decodeDoneAbove } from '../../src/tasks/store.js';
 import { tempDir } from '../helpers/processes.js';
+import Database from 'better-sqlite3';
 
 type Behaviour = (openid: string, msgid: string, attempt: number) => Promise<MegaResult> | MegaResult;
 
@@ -43,9 +45,14 @@ class FakeClient implements TaskClient {
   maxInFlight = 0;
   destroyed = false;
   closed = false;
-  constructor(private readonly behaviour: Behaviour) {}
+  constructor(
+    private readonly behaviour: Behaviour,
+    /** Called the moment a Send is issued, before anything else happens. */
+    private readonly onSend?: (msgid: string) => void,
+  ) {}
 
   async send(openid: string, key: string, data: Record<string, unknown> | null, options: { msgid: string }): Promise<MegaResult> {
+    this.onSend?.(options.msgid);
     this.calls.push({ openid, key, msgid: options.msgid, data });
     const attempt = (this.attempts.get(options.msgid) ?? 0) + 1;
     this.attempts.set(options.msgid, attempt);
@@ -63,6 +70,42 @@ class FakeClient implements TaskClient {
   }
   destroy(): void {
     this.destroyed = true;
+  }
+}
+
+/**
+ * What a kill -9 would leave to send again, watched at every Send: the recipients a Send was
+ * issued for (by any run) that the store's row, read at that very moment on a connection of its
+ * own, does not record as finished. The next run sends exactly these again.
+ */
+class ResendWatch {
+  /** The most there ever were. */
+  worst = 0;
+  readonly #issued = new Set<number>();
+  readonly #db: Database.Database;
+  readonly #row: Database.Statement;
+  readonly #id: number;
+
+  constructor(f: Fixture) {
+    this.#db = new Database(path.join(f.dir, 'mega.db'), { readonly: true });
+    this.#row = this.#db.prepare('SELECT position, done_above FROM mega_task WHERE id = ?');
+    this.#id = f.task.id;
+  }
+
+  sent(msgid: string): void {
+    this.#issued.add(Number(msgid.split('-').pop()));
+    const row = this.#row.get(this.#id) as { position: number; done_above: string };
+    const above = new Set(decodeDoneAbove(row.done_above));
+    let unsaved = 0;
+    for (const i of this.#issued) {
+      if (i < row.position) this.#issued.delete(i);
+      else if (!above.has(i)) unsaved++;
+    }
+    this.worst = Math.max(this.worst, unsaved);
+  }
+
+  close(): void {
+    this.#db.close();
   }
 }
 
@@ -138,6 +181,76 @@ describe('task runner', () => {
     assert.deepEqual([last.finished, last.success, last.fail, last.total], [400, 360, 40, 400]);
     // running it again does nothing
     assert.equal(await TaskRunner.claim(runnerOptions(f, new FakeClient(ok))), undefined);
+  });
+
+  it('a recipient holds its place in the window until its outcome is saved: a kill -9 at any moment leaves at most `window` to send again', { timeout: 60_000 }, async () => {
+    const f = await fixture(2000);
+    const watch = new ResendWatch(f);
+    let saves = 0;
+    const save = f.store.saveProgress.bind(f.store);
+    f.store.saveProgress = (...args) => {
+      saves++;
+      return save(...args);
+    };
+    const client = new FakeClient(ok, (msgid) => watch.sent(msgid));
+    // No save on the clock for a minute: only the window's own saves can keep the run going.
+    const out = await runOnce(f, client, { window: 16, saveIntervalMs: 60_000 });
+    watch.close();
+    assert.equal(out.status, 'done');
+    assert.equal(out.task.success, 2000);
+    assert.equal(client.calls.length, 2000);
+    assert.ok(watch.worst <= 16, `${watch.worst} recipients sent and not saved at once, window 16`);
+    // each of those saves waited for a quarter of the window: not one save per answer
+    assert.ok(saves > 0 && saves <= 2000 / 4, `${saves} saves`);
+  });
+
+  it('the window bound holds across runs: a run sends again what the last one left before anyone new, and retries keep their place', { timeout: 60_000 }, async () => {
+    const f = await fixture(1500);
+    const watch = new ResendWatch(f);
+    let stopped = false;
+    let runner: TaskRunner | undefined;
+    const first = new FakeClient(
+      async (openid, _msgid, attempt) => {
+        if (stopped) return new Promise<MegaResult>(() => undefined); // the answers a kill loses
+        if (attempt === 1 && Number(openid.slice(2)) % 7 === 0) throw new MegaConnectionClosedError('connection to 127.0.0.1:1 closed before the answer', true);
+        return ok();
+      },
+      (msgid) => {
+        watch.sent(msgid);
+        if (!stopped && Number(msgid.split('-').pop()) === 600) {
+          // Ctrl-C twice: the run ends without the answers in flight, as a kill would leave them
+          stopped = true;
+          runner!.stop('SIGINT');
+          runner!.stop('SIGINT');
+        }
+      },
+    );
+    runner = await TaskRunner.claim(runnerOptions(f, first, { window: 16, saveIntervalMs: 60_000 }));
+    const out1 = await runner!.run();
+    assert.equal(out1.status, 'stopped');
+    assert.ok(out1.task.success < 1500);
+    const second = new FakeClient(ok, (msgid) => watch.sent(msgid));
+    const out2 = await runOnce(f, second, { window: 16, saveIntervalMs: 60_000 });
+    watch.close();
+    assert.equal(out2.status, 'done');
+    assert.equal(out2.task.success, 1500);
+    assert.equal(second.calls.length, 1500 - out1.task.success, 'exactly the unfinished');
+    const lost = new Set(first.calls.map((c) => c.msgid));
+    assert.ok(second.calls.some((c) => lost.has(c.msgid)), 'the answers lost in the first run are sent again');
+    assert.ok(watch.worst <= 16, `${watch.worst} recipients sent and not saved at once, window 16`);
+  });
+
+  it('a window full of recipients waiting for a retry is sent again: a retry keeps the place it holds', { timeout: 30_000 }, async () => {
+    const f = await fixture(40);
+    const client = new FakeClient((_openid, _msgid, attempt) => {
+      if (attempt === 1) throw new MegaConnectionClosedError('connection to 127.0.0.1:1 closed before the answer', true);
+      return ok();
+    });
+    const out = await runOnce(f, client, { window: 4 });
+    assert.equal(out.status, 'done');
+    assert.equal(out.task.success, 40);
+    assert.deepEqual(new Set(client.attempts.values()), new Set([2]));
+    assert.ok(client.maxInFlight <= 4);
   });
 
   it('sends again (same msgid) after a lost connection, a timeout or a 503, counting each recipient once', async () => {
