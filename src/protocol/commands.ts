@@ -194,6 +194,43 @@ export function encodeTset(opaque: number, key: string): Buffer {
   return encodeFrame({ header: `tset ${checkKey(key)}`, opaque, body: null });
 }
 
+/** `auth <token>`: the first frame of a connection to a daemon with `[server] auth_token`. */
+export interface AuthRequest {
+  kind: 'auth';
+  opaque: number;
+  token: string;
+}
+
+const AUTH_TOKEN = /^[\x21-\x7e]{1,1024}$/;
+
+/** Whether `value` is a token a client may send: 1-1024 printable ASCII characters without spaces. */
+export function isAuthToken(value: unknown): value is string {
+  return typeof value === 'string' && AUTH_TOKEN.test(value);
+}
+
+/**
+ * Client side: the auth frame, which like tset has no bodyLen or body.
+ * @throws BadRequestError for a token that is not {@link isAuthToken}; the message never holds the token.
+ */
+export function encodeAuth(opaque: number, token: string): Buffer {
+  if (!isAuthToken(token)) throw new BadRequestError('auth token must be 1-1024 printable ASCII characters without spaces');
+  return encodeFrame({ header: `auth ${token}`, opaque, body: null });
+}
+
+/**
+ * Server side: the token of an `auth <token>` frame. Only the shape is checked: the token is
+ * compared with the configured one, so one the client library would not send simply does not
+ * match, and the daemon answers 401 rather than 400.
+ * @throws BadRequestError when the frame is not exactly `auth <token>` without body fields; the message never holds the token.
+ */
+export function parseAuth(frame: Frame): AuthRequest {
+  const words = frame.header.split(' ');
+  if (words[0] !== 'auth') throw new BadRequestError('not an auth frame');
+  if (words.length !== 2 || words[1] === '') throw new BadRequestError('auth expects exactly <token>');
+  if (frame.body !== null) throw new BadRequestError('auth takes no body');
+  return { kind: 'auth', opaque: frame.opaque, token: words[1]! };
+}
+
 function encodeMessage(
   command: 'push' | 'send',
   opaque: number,

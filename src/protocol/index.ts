@@ -4,13 +4,16 @@ export { DEFAULT_PACKAGE_MAX_LENGTH, FrameDecoder, decodeFrame, encodeFrame } fr
 export type { Frame, FrameDecoderOptions } from './codec.js';
 export {
   ResultCode,
+  encodeAuth,
   encodePush,
   encodeResult,
   encodeSend,
   encodeTset,
+  isAuthToken,
+  parseAuth,
   parseRequest,
   parseResult,
   parseVariables,
   MAX_VARIABLES_DEPTH,
 } from './commands.js';
-export type { PushRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';
+export type { AuthRequest, PushRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import {
   FrameDecoder,
   encodeResult,
+  parseAuth,
   parseRequest,
   ResultCode,
   type Frame,
@@ -157,8 +158,12 @@ export class Connection {
 
   /** `auth <token>`: the only frame an unauthenticated connection may send. */
   private onAuth(frame: Frame): void {
-    const words = frame.header.split(' ');
-    const given = words.length === 2 && frame.body === null ? words[1]! : '';
+    let given = ''; // a malformed auth frame carries no token: refused like a wrong one
+    try {
+      given = parseAuth(frame).token;
+    } catch (err) {
+      if (!(err instanceof BadRequestError)) throw err;
+    }
     if (!this.options.authToken || tokenMatches(this.options.authToken, given)) {
       this.authenticated = true;
       this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.OK, message: '' }));
