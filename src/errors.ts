@@ -190,6 +190,22 @@ export class MegaInvalidArgumentError extends MegaError {
 }
 
 /**
+ * A request whose frame would be larger than the client's `maxFrameLength`, refused before it is
+ * sent. A {@link BadRequestError} with a code of its own, so a caller can tell "too large for one
+ * frame" (a permanent failure of this one request) from other refused arguments.
+ */
+export class MegaRequestTooLargeError extends BadRequestError {
+  override readonly code = 'MEGA_ERR_CLIENT_REQUEST_TOO_LARGE';
+  readonly frameLength: number;
+  readonly maxFrameLength: number;
+  constructor(message: string, frameLength: number, maxFrameLength: number) {
+    super(message);
+    this.frameLength = frameLength;
+    this.maxFrameLength = maxFrameLength;
+  }
+}
+
+/**
  * A request got no answer within its `timeoutMs`. `sent` tells whether it had been written to
  * the connection: when true its fate is unknown (the daemon may have queued it), so resend it
  * with the same `msgid`; when false (it waited for a connection or a window slot) it was never

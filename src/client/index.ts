@@ -10,3 +10,5 @@ export type {
   MegaTsetOptions,
   MegaWechatAnswer,
 } from './client.js';
+export { MegaClientErrorCode } from './errors.js';
+export { MegaRequestTooLargeError } from '../errors.js';

@@ -20,6 +20,13 @@ import {
   type MegaClientOptions,
 } from '../../src/index.js';
 import { placeholderProblems } from '../../src/cli/client-commands.js';
+import { MegaClientErrorCode, MegaRequestTooLargeError } from '../../src/index.js';
+import { MegaError } from '../../src/errors.js';
+import { DEFAULTS } from '../../src/client/options.js';
+import { backoffDelay } from '../../src/client/backoff.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { repoRoot } from '../protocol/helpers.js';
 import { FakeServer, freePort } from './fake-server.js';
 
 const servers: FakeServer[] = [];
@@ -381,5 +388,206 @@ describe('template placeholder checks', () => {
     assert.match(problems[1]!, /^data\.list\[0\]: malformed placeholder "\$\{\}"/);
     assert.match(problems[2]!, /^data\.list\[1\]: placeholder "\$\{bad" is not closed/);
     assert.match(problems[3]!, /^\$\{key\}: placeholders are not filled in object keys/);
+  });
+});
+
+describe('MegaClient error codes (callers classify by code, never by message)', () => {
+  it('MegaClientErrorCode holds the code of every error a client raises, from the package entry', () => {
+    const raised: Array<[keyof typeof MegaClientErrorCode, MegaError]> = [
+      ['INVALID_ARG', new MegaInvalidArgumentError('x')],
+      ['BAD_REQUEST', new BadRequestError('x')],
+      ['REQUEST_TOO_LARGE', new MegaRequestTooLargeError('x', 100, 64)],
+      ['TIMEOUT', new MegaClientTimeoutError('x', 1, true)],
+      ['CLOSED', new MegaConnectionClosedError('x', true)],
+      ['PROTOCOL', new MegaProtocolError('x')],
+      ['CONNECT', new MegaConnectError('x')],
+      ['AUTH', new MegaAuthError('x', 401)],
+      ['DESTROYED', new MegaClientDestroyedError()],
+    ];
+    for (const [name, err] of raised) assert.equal(err.code, MegaClientErrorCode[name], name);
+    assert.deepEqual(Object.keys(MegaClientErrorCode).sort(), raised.map(([name]) => name).sort());
+  });
+
+  it('a request too large for one frame: MegaRequestTooLargeError with its own code, still a BadRequestError, nothing sent', async () => {
+    const server = await fake();
+    const c = client({ port: server.port, maxFrameLength: 1024 });
+    await c.connect();
+    await assert.rejects(
+      c.send('o1', 'k', { big: 'x'.repeat(2000) }),
+      (e: unknown) =>
+        e instanceof MegaRequestTooLargeError &&
+        e instanceof BadRequestError &&
+        e.code === MegaClientErrorCode.REQUEST_TOO_LARGE &&
+        e.maxFrameLength === 1024 &&
+        e.frameLength > 2000,
+    );
+    // other refused arguments keep the general code
+    await assert.rejects(c.push('o 1', 'k'), (e: unknown) => e instanceof BadRequestError && (e as MegaError).code === MegaClientErrorCode.BAD_REQUEST);
+    assert.equal((await c.push('o1', 'k')).code, 200);
+    assert.deepEqual(server.frames.map((f) => f.header), ['push o1 k']);
+    await c.close();
+  });
+});
+
+describe('MegaClient option docs', () => {
+  /** interface name -> option -> the text after its @defaultValue */
+  function documentedDefaults(): Map<string, Map<string, string>> {
+    const source = readFileSync(path.join(repoRoot(), 'src/client/options.ts'), 'utf8');
+    const out = new Map<string, Map<string, string>>();
+    for (const [, name, body] of source.matchAll(/export interface (\w+) \{([\s\S]*?)\n\}/g)) {
+      const fields = new Map<string, string>();
+      for (const [, doc, field] of body!.matchAll(/\/\*\*([\s\S]*?)\*\/\s*(\w+)\??:/g)) {
+        const text = doc!.replace(/\n\s*\*/g, ' ').replace(/\s+/g, ' ');
+        const d = /@defaultValue (.*?)\s*$/.exec(text);
+        fields.set(field!, d ? d[1]! : '');
+      }
+      out.set(name!, fields);
+    }
+    return out;
+  }
+
+  it('every option but port documents its default, and the documented value is the one a client uses', () => {
+    const docs = documentedDefaults();
+    const options = docs.get('MegaClientOptions')!;
+    for (const [name, text] of options) if (name !== 'port') assert.notEqual(text, '', `${name} has no @defaultValue`);
+    const c = new MegaClient({ port: 1 });
+    const used: Record<string, string | number> = {
+      host: c.host,
+      window: c.window,
+      timeoutMs: c.timeoutMs,
+      connectTimeoutMs: c.connectTimeoutMs,
+      maxFrameLength: c.maxFrameLength,
+    };
+    for (const [name, value] of Object.entries(used)) {
+      assert.equal(options.get(name)!.split(' ')[0], typeof value === 'string' ? `'${value}'` : String(value), name);
+      assert.equal((DEFAULTS as Record<string, unknown>)[name], value, name);
+    }
+    assert.equal(options.get('tls'), String(DEFAULTS.tls));
+    const { initialDelayMs, maxDelayMs } = DEFAULTS.reconnect;
+    assert.equal(options.get('reconnect'), `{ initialDelayMs: ${initialDelayMs}, maxDelayMs: ${maxDelayMs} }`);
+    assert.equal(docs.get('MegaReconnectOptions')!.get('initialDelayMs'), String(initialDelayMs));
+    assert.equal(docs.get('MegaReconnectOptions')!.get('maxDelayMs'), String(maxDelayMs));
+    for (const name of ['MegaRequestOptions', 'MegaTsetOptions', 'MegaCloseOptions']) {
+      assert.equal(docs.get(name)!.get('timeoutMs'), "the client's `timeoutMs`", name);
+    }
+    c.destroy();
+  });
+});
+
+describe('MegaClient teardown: destroy, close, a lost connection and a failed attempt', () => {
+  it('a lost connection with reconnect off: in flight rejects as sent, queued as never sent; the next request connects again', async () => {
+    const server = await fake(() => undefined); // never answers
+    const c = client({ port: server.port, window: 1, reconnect: false });
+    await c.connect();
+    const inFlight = c.send('o1', 'k');
+    const queued = c.send('o2', 'k');
+    await server.until(() => server.frames.length === 1);
+    const disconnected = new Promise<Error | undefined>((resolve) => c.once('disconnect', resolve));
+    server.connections[0]!.socket.destroy();
+    await assert.rejects(inFlight, (e: unknown) => e instanceof MegaConnectionClosedError && e.code === MegaClientErrorCode.CLOSED && e.sent && /fate is unknown/.test(e.message));
+    await assert.rejects(queued, (e: unknown) => e instanceof MegaConnectionClosedError && !e.sent && /reconnect is off; not sent/.test(e.message));
+    await disconnected;
+    assert.equal(c.inFlight + c.queued, 0);
+    const again = c.push('o3', 'k');
+    await server.until(() => server.frames.length === 2);
+    server.connections[1]!.socket.destroy();
+    await assert.rejects(again, MegaConnectionClosedError);
+    assert.equal(server.connections.length, 2);
+    c.destroy();
+  });
+
+  it("a 'disconnect' listener that destroys the client: what waited for the reconnection rejects as never sent", async () => {
+    const server = await fake(() => undefined);
+    const c = client({ port: server.port, window: 1, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+    await c.connect();
+    const inFlight = c.send('o1', 'k');
+    const queued = c.send('o2', 'k');
+    await server.until(() => server.frames.length === 1);
+    c.once('disconnect', () => c.destroy());
+    server.connections[0]!.socket.destroy();
+    await assert.rejects(inFlight, (e: unknown) => e instanceof MegaConnectionClosedError && e.sent);
+    await assert.rejects(queued, (e: unknown) => e instanceof MegaClientDestroyedError && e.code === MegaClientErrorCode.DESTROYED);
+    assert.equal(c.closed, true);
+    await new Promise((r) => setTimeout(r, 100)); // a reconnection would be due after 1 ms
+    assert.equal(server.connections.length, 1, 'no reconnection after destroy()');
+  });
+
+  it("a 'disconnect' listener that closes the client: queued requests reject as never sent and close() resolves", async () => {
+    const server = await fake(() => undefined);
+    const c = client({ port: server.port, window: 1, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+    await c.connect();
+    const inFlight = c.send('o1', 'k');
+    const queued = c.send('o2', 'k');
+    await server.until(() => server.frames.length === 1);
+    let closing: Promise<void> | undefined;
+    c.once('disconnect', () => {
+      closing = c.close();
+    });
+    server.connections[0]!.socket.destroy();
+    await assert.rejects(inFlight, (e: unknown) => e instanceof MegaConnectionClosedError && e.sent);
+    await assert.rejects(queued, (e: unknown) => e instanceof MegaClientDestroyedError && /closed before the request could be sent/.test(e.message));
+    await closing;
+    assert.equal(server.connections.length, 1);
+  });
+
+  it('close() while the only connection attempt fails: requests reject as never sent, naming the failure; no error event', async () => {
+    const port = await freePort();
+    const c = client({ port, reconnect: { initialDelayMs: 1, maxDelayMs: 1 } });
+    const errors: Error[] = [];
+    c.on('error', (e) => errors.push(e));
+    const p = c.push('o1', 'k');
+    await c.close();
+    await assert.rejects(p, (e: unknown) => e instanceof MegaClientDestroyedError && /closed before the request could be sent \(.*ECONNREFUSED/.test(e.message));
+    assert.deepEqual(errors, []);
+    assert.equal(c.closed, true);
+  });
+
+  it('destroy() while connecting: connect() and queued requests reject, and nothing is emitted', async () => {
+    const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    try {
+      const c = client({ port: (silent.address() as net.AddressInfo).port, tls: true, connectTimeoutMs: 5000 });
+      const events: string[] = [];
+      c.on('error', () => events.push('error'));
+      c.on('disconnect', () => events.push('disconnect'));
+      const connecting = c.connect();
+      const p = c.push('o1', 'k');
+      c.destroy();
+      await assert.rejects(connecting, (e: unknown) => e instanceof MegaClientDestroyedError && /destroyed before it connected/.test(e.message));
+      await assert.rejects(p, (e: unknown) => e instanceof MegaClientDestroyedError && /destroyed before the request could be sent/.test(e.message));
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(events, []);
+      await c.close(); // already closed: resolves
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('the auth frame has an opaque of its own: a request made during the handshake never shares it', async () => {
+    const server = await fake((f, conn) => setTimeout(() => conn.answer(f.opaque, 200), f.header.startsWith('auth') ? 100 : 0));
+    const c = client({ port: server.port, authToken: 'tok' });
+    const before = c.push('o1', 'k');
+    await server.until(() => server.frames.length === 1); // the auth frame is out, its answer held back
+    const during = c.push('o2', 'k');
+    await Promise.all([before, during]);
+    assert.deepEqual(
+      server.frames.map((f) => [f.header, f.opaque]),
+      [
+        ['auth tok', 2],
+        ['push o1 k', 1],
+        ['push o2 k', 3],
+      ],
+    );
+    await c.close();
+  });
+});
+
+describe('MegaClient reconnect delays', () => {
+  it('double from initialDelayMs up to maxDelayMs, with jitter between half and all of the delay', () => {
+    const options = { initialDelayMs: 100, maxDelayMs: 1000 };
+    const lowest = [0, 1, 2, 3, 4, 40].map((attempt) => backoffDelay(attempt, options, () => 0));
+    const highest = [0, 1, 2, 3, 4, 40].map((attempt) => backoffDelay(attempt, options, () => 1));
+    assert.deepEqual(lowest, [50, 100, 200, 400, 500, 500]);
+    assert.deepEqual(highest, [100, 200, 400, 800, 1000, 1000]);
   });
 });

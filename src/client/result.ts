@@ -1,0 +1,69 @@
+/** What a MegaClient hands back: results, WeChat's answer inside them, and its events. */
+
+import { ResultCode, type Result } from '../protocol/index.js';
+
+/** WeChat's answer, carried in the message of a Send result. */
+export interface MegaWechatAnswer {
+  errcode: number;
+  errmsg: string;
+  /** WeChat's message id (when accepted). */
+  msgid?: number | string;
+  /** Added by the daemon when WeChat refused the message. */
+  openid?: string;
+}
+
+/** The daemon's answer. A non-200 code is an answer too: the promise resolves with it. */
+export interface MegaResult {
+  /** 200 ok, 400 bad request or WeChat's refusal, 401, 413, 500, 503 (see {@link ResultCode}). */
+  code: number;
+  /** `code === 200`. */
+  ok: boolean;
+  /** The result's message as text; empty for a successful Push or TSet. */
+  message: string;
+  /** The message parsed, when it is WeChat's JSON (Send results). */
+  wechat?: MegaWechatAnswer;
+}
+
+/** The events a MegaClient emits. */
+export interface MegaClientEvents {
+  /** A connection is ready (connected, TLS done, auth accepted). Emitted again after each reconnection. */
+  connect: [];
+  /** A ready connection was lost; `reason` says why when known. */
+  disconnect: [reason: Error | undefined];
+  /**
+   * A connection attempt failed, the connection failed, or the server sent something undecodable.
+   * Emitted only when there is a listener (an unhandled 'error' never crashes the process); the
+   * requests concerned are rejected anyway.
+   */
+  error: [err: Error];
+}
+
+export type RequestKind = 'push' | 'send' | 'tset';
+
+export function toMegaResult(kind: RequestKind, result: Result): MegaResult {
+  const message = result.message.toString('utf8');
+  const out: MegaResult = { code: result.code, ok: result.code === ResultCode.OK, message };
+  if (kind === 'send') {
+    const wechat = parseWechat(message);
+    if (wechat) out.wechat = wechat;
+  }
+  return out;
+}
+
+/** WeChat's JSON answer, when `message` is one (an object with a numeric errcode). */
+export function parseWechat(message: string): MegaWechatAnswer | undefined {
+  if (!message.startsWith('{')) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(message);
+  } catch {
+    return undefined;
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const v = value as Record<string, unknown>;
+  if (typeof v.errcode !== 'number') return undefined;
+  const out: MegaWechatAnswer = { errcode: v.errcode, errmsg: typeof v.errmsg === 'string' ? v.errmsg : String(v.errmsg ?? '') };
+  if (typeof v.msgid === 'number' || typeof v.msgid === 'string') out.msgid = v.msgid;
+  if (typeof v.openid === 'string') out.openid = v.openid;
+  return out;
+}
