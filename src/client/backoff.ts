@@ -1,15 +1,11 @@
-/** MegaClient's reconnection delays: exponential, capped, with jitter. */
+/** MegaClient's reconnection delays: the project's backoff (src/backoff.ts), with jitter so that clients cut off together do not reconnect in lockstep. */
 
+import { backoffDelay } from '../backoff.js';
 import type { MegaReconnectOptions } from './options.js';
 
-/**
- * The delay before reconnection attempt `attempt` (0 for the first): `initialDelayMs` doubled
- * per failed attempt, capped at `maxDelayMs`, then "equal jitter" (between half and all of
- * it) so that clients cut off together do not reconnect in lockstep.
- */
-export function backoffDelay(attempt: number, options: Required<MegaReconnectOptions>, random: () => number = Math.random): number {
-  const base = Math.min(options.maxDelayMs, options.initialDelayMs * 2 ** Math.min(attempt, 30));
-  return Math.round(base / 2 + (random() * base) / 2);
+/** The delay before reconnection attempt `attempt` (0 for the first). */
+export function reconnectDelay(attempt: number, options: Required<MegaReconnectOptions>, random: () => number = Math.random): number {
+  return backoffDelay(attempt, { baseMs: options.initialDelayMs, maxMs: options.maxDelayMs }, random);
 }
 
 /** One pending reconnection at most, and the count of failed attempts since the last stable connection. */
@@ -22,7 +18,7 @@ export class ReconnectTimer {
   /** Runs `attempt` after the next delay of the sequence. */
   schedule(attempt: () => void): void {
     this.cancel();
-    const delay = backoffDelay(this.#attempts++, this.options);
+    const delay = reconnectDelay(this.#attempts++, this.options);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       attempt();

@@ -23,6 +23,7 @@
  * - Nothing here ever logs or throws the secret or a token.
  */
 
+import { backoffDelay } from '../backoff.js';
 import type { Logger } from 'pino';
 import { TokenError } from '../errors.js';
 import type { WechatClient } from './client.js';
@@ -162,7 +163,8 @@ export class TokenManager {
       const e = err instanceof TokenError ? err : new TokenError('access token refresh failed', undefined, { cause: err });
       this._lastError = e;
       this.failures++;
-      const backoff = Math.min(this.maxBackoffMs, this.minBackoffMs * 2 ** Math.min(this.failures - 1, 30));
+      // No jitter: one refresh at a time per daemon, nothing to spread.
+      const backoff = backoffDelay(this.failures - 1, { baseMs: this.minBackoffMs, maxMs: this.maxBackoffMs, jitter: false });
       this.retryAfter = this.now() + backoff;
       const now = this.now();
       const stillValid = this.token !== undefined && now < this.expiresAt;

@@ -23,7 +23,7 @@ import { placeholderProblems } from '../../src/cli/client-commands.js';
 import { MegaClientErrorCode, MegaRequestTooLargeError } from '../../src/index.js';
 import { MegaError } from '../../src/errors.js';
 import { DEFAULTS } from '../../src/client/options.js';
-import { backoffDelay } from '../../src/client/backoff.js';
+import { reconnectDelay } from '../../src/client/backoff.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { repoRoot } from '../protocol/helpers.js';
@@ -585,8 +585,8 @@ describe('MegaClient teardown: destroy, close, a lost connection and a failed at
 describe('MegaClient reconnect delays', () => {
   it('double from initialDelayMs up to maxDelayMs, with jitter between half and all of the delay', () => {
     const options = { initialDelayMs: 100, maxDelayMs: 1000 };
-    const lowest = [0, 1, 2, 3, 4, 40].map((attempt) => backoffDelay(attempt, options, () => 0));
-    const highest = [0, 1, 2, 3, 4, 40].map((attempt) => backoffDelay(attempt, options, () => 1));
+    const lowest = [0, 1, 2, 3, 4, 40].map((attempt) => reconnectDelay(attempt, options, () => 0));
+    const highest = [0, 1, 2, 3, 4, 40].map((attempt) => reconnectDelay(attempt, options, () => 1));
     assert.deepEqual(lowest, [50, 100, 200, 400, 500, 500]);
     assert.deepEqual(highest, [100, 200, 400, 800, 1000, 1000]);
   });

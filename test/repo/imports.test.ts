@@ -11,7 +11,7 @@ import { repoRoot } from '../protocol/helpers.js';
 
 /** Lowest first. A folder (or top-level file) of src/ may import only from layers below its own, and from itself. */
 export const LAYERS: readonly (readonly string[])[] = [
-  ['errors.ts', 'log'],
+  ['errors.ts', 'backoff.ts', 'log'],
   ['config', 'protocol', 'db', 'queue', 'wechat'],
   ['templates', 'jobs', 'client', 'simulator'],
   ['workers', 'tasks'],
@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
 ];
 
 /** Folders the daemon process loads: none of them may import the simulator, a test tool. */
-const DAEMON = ['errors.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'workers', 'dispatch', 'server'];
+const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'workers', 'dispatch', 'server'];
 
 export interface ImportEdge {
   from: string;
