@@ -1,5 +1,6 @@
 import os from 'node:os';
-import type { MegaResult } from '../client/client.js';
+import { backoffDelay } from '../backoff.js';
+import { MegaClientErrorCode, type MegaResult } from '../client/index.js';
 import { MegaConnectionClosedError, TaskStateError } from '../errors.js';
 import { ResultCode } from '../protocol/index.js';
 import { ProgressTracker } from './progress.js';
@@ -81,7 +82,7 @@ export interface TaskRunnerOptions {
   saveIntervalMs?: number;
   /** Longest time between two saves (the heartbeat other processes judge us by). @defaultValue 1000 */
   heartbeatMs?: number;
-  /** First delay before sending again after a lost connection, timeout or 503; doubles up to retryMaxMs. @defaultValue 100 */
+  /** First delay before sending again after a lost connection, timeout or 503; doubles per wave of failures up to retryMaxMs, with jitter (src/backoff.ts). @defaultValue 100 */
   retryBaseMs?: number;
   /** @defaultValue 5000 */
   retryMaxMs?: number;
@@ -198,7 +199,8 @@ export class TaskRunner {
   #wake: (() => void) | undefined;
 
   #gateUntil = 0;
-  #gateDelay = 0;
+  /** Waves of failures since the last progress: the backoff's attempt number. */
+  #gateWaves = 0;
   #troubleSince: number | undefined;
   #lastError: string | undefined;
 
@@ -428,19 +430,19 @@ export class TaskRunner {
 
   #onResult(r: TaskRecipient, res: MegaResult): void {
     if (this.#tracker.isFinished(r.index) || this.#lost !== undefined) return;
-    if (res.code === 200) {
+    if (res.code === ResultCode.OK) {
       this.#progressMade();
       this.#tracker.finish(r.index, true);
-    } else if (res.code === 400 && res.wechat) {
+    } else if (res.code === ResultCode.BAD_REQUEST && res.wechat) {
       this.#progressMade();
       // The line first: the snapshot that counts this failure always includes it.
       this.#report.append(r.openid, res.wechat.errcode, res.wechat.errmsg);
       this.#tracker.finish(r.index, false);
-    } else if (res.code === 413) {
+    } else if (res.code === ResultCode.TOO_LARGE) {
       this.#progressMade();
-      this.#report.append(r.openid, 413, res.message || 'request larger than the daemon’s package_max_length');
+      this.#report.append(r.openid, ResultCode.TOO_LARGE, res.message || 'request larger than the daemon’s package_max_length');
       this.#tracker.finish(r.index, false);
-    } else if (res.code === 503) {
+    } else if (res.code === ResultCode.UNAVAILABLE) {
       this.#again(r, `the daemon is not accepting work (503${res.message ? ` ${res.message}` : ''})`);
     } else {
       this.#pause(`the daemon answered ${res.code}${res.message ? ` ${res.message}` : ''} to the send to ${r.openid} (recipient ${r.index + 1})`);
@@ -450,23 +452,22 @@ export class TaskRunner {
   #onError(r: TaskRecipient, err: unknown): void {
     if (this.#tracker.isFinished(r.index) || this.#lost !== undefined) return;
     switch (errCode(err)) {
-      case 'MEGA_ERR_CLIENT_CLOSED':
-      case 'MEGA_ERR_CLIENT_TIMEOUT':
-      case 'MEGA_ERR_CLIENT_CONNECT':
+      case MegaClientErrorCode.CLOSED:
+      case MegaClientErrorCode.TIMEOUT:
+      case MegaClientErrorCode.CONNECT:
         this.#again(r, describe(err));
         return;
-      case 'MEGA_ERR_CLIENT_DESTROYED':
+      case MegaClientErrorCode.DESTROYED:
         return; // we closed the client: the recipient stays unfinished
-      case 'MEGA_ERR_BAD_REQUEST':
-        if (/exceeds maxFrameLength/.test(describe(err))) {
-          this.#progressMade();
-          this.#report.append(r.openid, 413, 'variables too large for one frame (package_max_length)');
-          this.#tracker.finish(r.index, false);
-          return;
-        }
+      case MegaClientErrorCode.REQUEST_TOO_LARGE:
+        this.#progressMade();
+        this.#report.append(r.openid, ResultCode.TOO_LARGE, 'variables too large for one frame (package_max_length)');
+        this.#tracker.finish(r.index, false);
+        return;
+      case MegaClientErrorCode.BAD_REQUEST:
         this.#pause(`the send to ${r.openid} (recipient ${r.index + 1}) was refused before sending: ${describe(err)}`);
         return;
-      case 'MEGA_ERR_CLIENT_AUTH':
+      case MegaClientErrorCode.AUTH:
         this.#pause(`the daemon refused the auth token: ${describe(err)}`);
         return;
       default:
@@ -477,11 +478,10 @@ export class TaskRunner {
   /** Sends `r` again later (same msgid), backing off while the trouble lasts. */
   #again(r: TaskRecipient, why: string): void {
     const now = Date.now();
-    const base = this.#o.retryBaseMs ?? 100;
     // One step of backoff per wave: a lost connection fails a whole window of sends at once.
     if (now >= this.#gateUntil) {
-      this.#gateDelay = Math.min(this.#o.retryMaxMs ?? 5000, this.#gateDelay === 0 ? base : this.#gateDelay * 2);
-      this.#gateUntil = now + this.#gateDelay;
+      const delay = backoffDelay(this.#gateWaves++, { baseMs: this.#o.retryBaseMs ?? 100, maxMs: this.#o.retryMaxMs ?? 5000 });
+      this.#gateUntil = now + delay;
     }
     this.#troubleSince ??= now;
     this.#lastError = why;
@@ -489,7 +489,7 @@ export class TaskRunner {
   }
 
   #progressMade(): void {
-    this.#gateDelay = 0;
+    this.#gateWaves = 0;
     this.#gateUntil = 0;
     this.#troubleSince = undefined;
     this.#lastError = undefined;
