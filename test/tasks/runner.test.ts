@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import path from 'node:path';
 import type { MegaResult } from '../../src/client/client.js';
-import { MegaConnectionClosedError, MegaClientTimeoutError } from '../../src/errors.js';
+import { BadRequestError, MegaConnectionClosedError, MegaClientTimeoutError, MegaRequestTooLargeError } from '../../src/errors.js';
 import {
   createTask,
   openTaskStore,
@@ -304,6 +304,25 @@ describe('task runner', () => {
     for (const c of [...first.calls, ...second.calls]) sends.set(c.openid, (sends.get(c.openid) ?? 0) + 1);
     assert.equal(sends.size, 300);
     for (const [openid, n] of sends) assert.equal(n, openid === 'oU150' ? 2 : 1, openid);
+  });
+
+  it('a recipient too large for one frame fails alone (413 in the report); a request refused before sending pauses', async () => {
+    const f = await fixture(40);
+    const out = await runOnce(f, new FakeClient((openid) => {
+      if (openid === 'oU7') throw new MegaRequestTooLargeError('send frame is 3000000 bytes, exceeds maxFrameLength 2465792', 3000000, 2465792);
+      return ok();
+    }));
+    assert.equal(out.end, 'done');
+    assert.deepEqual([out.task.success, out.task.fail], [39, 1]);
+    assert.deepEqual(reportRows(f.task.report), [['oU7', '413', 'variables too large for one frame (package_max_length)']]);
+
+    const g = await fixture(40);
+    const paused = await runOnce(g, new FakeClient((openid) => {
+      if (openid === 'oU3') throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
+      return ok();
+    }));
+    assert.equal(paused.status, 'paused');
+    assert.match(paused.message, /oU3 \(recipient 4\) was refused before sending: msgid must be/);
   });
 
   it('400 without WeChat JSON (template key not exists) pauses instead of failing everyone', async () => {
