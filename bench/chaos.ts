@@ -47,6 +47,7 @@ import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
 import { TcpProxy } from '../test/helpers/tcp-proxy.js';
 import { controlRequest } from '../src/server/control.js';
+import type { DaemonStatus } from '../src/server/control-protocol.js';
 import {
   LoadClient,
   SimControl,
@@ -136,15 +137,6 @@ interface OutageRecord {
   upAt?: number;
   /** Seconds from upAt to the first delivery (api) or the first TSet answered 200 (db). */
   recoveredAfterS?: number | null;
-}
-
-interface StatusSample {
-  queue: { depth: number; inFlight: number; segments: number; bytes: number };
-  paused: { reason: string } | null;
-  sent: number;
-  failed: number;
-  failedByErrcode: Record<string, number>;
-  retriesPending: number;
 }
 
 async function main(): Promise<number> {
@@ -338,10 +330,10 @@ async function main(): Promise<number> {
     // status samples (through the control socket) and the simulator's record, every 2 s
     const pausedSeen = new Map<string, number>();
     let maxDepth = 0;
-    let lastStatus: StatusSample | undefined;
-    const status = async (): Promise<StatusSample | undefined> => {
+    let lastStatus: DaemonStatus | undefined;
+    const status = async (): Promise<DaemonStatus | undefined> => {
       try {
-        return (await controlRequest(controlSocket, { cmd: 'status' }, 3000)) as StatusSample;
+        return await controlRequest(controlSocket, { cmd: 'status' }, 3000);
       } catch {
         return undefined;
       }
@@ -750,7 +742,7 @@ interface ReportInput {
   revisionsSeen: Map<string, number>;
   deadLetters: number;
   maxDepth: number;
-  finalStatus: StatusSample | undefined;
+  finalStatus: DaemonStatus | undefined;
   pausedSeen: Map<string, number>;
   exitCode: number | null;
   sendErrcodes: Record<string, number>;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { openTemplateStore } from '../../src/templates/index.js';
 import { defaultTaskConcurrency } from '../../src/config/config.js';
+import type { DaemonStatus } from '../../src/server/control-protocol.js';
 import { writeIni, type IniSections } from '../../test/helpers/ini.js';
 
 /** dist/bin/mega.js, from dist/bench/lib/procs.js. */
@@ -291,7 +292,7 @@ export async function startDaemon(dir: DaemonDir, timeoutMs = 60_000): Promise<D
 }
 
 /** `mega bench status --json` (the daemon's control socket). */
-export async function daemonStatus(dir: DaemonDir): Promise<{ queue: { depth: number }; sent: number; failed: number }> {
+export async function daemonStatus(dir: DaemonDir): Promise<DaemonStatus> {
   const out = await new Promise<string>((resolve, reject) => {
     const c = spawn(process.execPath, [MEGA_BIN, DAEMON_NAME, 'status', '--json', '--config-dir', dir.configDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -301,7 +302,7 @@ export async function daemonStatus(dir: DaemonDir): Promise<{ queue: { depth: nu
     c.on('error', reject);
     c.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`status exited ${code}: ${text}`))));
   });
-  return JSON.parse(out) as { queue: { depth: number }; sent: number; failed: number };
+  return JSON.parse(out) as DaemonStatus;
 }
 
 // ------------------------------------------------------------------ /proc

@@ -4,29 +4,34 @@
  * daemon when it runs).
  */
 
-import { existsSync, readFileSync } from 'node:fs';
-import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { configFilePath, pdoOptions, resolveConfigDir, type MegaConfig } from '../config/config.js';
-import { MegaClient, type MegaClientOptions, type MegaResult } from '../client/index.js';
+import { pdoOptions, type MegaConfig } from '../config/config.js';
+import { runningPid } from '../config/service-files.js';
+import type { MegaClient, MegaResult } from '../client/index.js';
 import { encodePush, type Variables } from '../protocol/index.js';
-import { controlRequest } from '../server/control.js';
-import { runningPid, type DaemonStatus } from '../server/daemon.js';
 import { compileMessageTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
 import { BadRequestError, InvalidTemplateError, MegaError } from '../errors.js';
 import { CliFailure } from './failure.js';
-import { loadServiceConfig } from './service.js';
+import {
+  addressGiven,
+  connectDaemon,
+  loadServiceConfig,
+  optionalServiceConfig,
+  resolveDaemonLink,
+  withConfigDir,
+  withDaemonLink,
+  type ClientExtras,
+  type ConfigFlags,
+  type LinkFlags,
+} from './daemon-link.js';
 
-const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 const TEMPLATE_KEY = /^[\x21-\x7e]{1,32}$/;
 const TITLE_MAX_CHARS = 100;
 /** A well-formed placeholder at the start of the text: `${NAME}`, NAME of [A-Za-z0-9_.-] (as src/templates/render.ts). */
 const PLACEHOLDER_AT = /\$\{[A-Za-z0-9_.-]+\}/y;
 
-interface ConnectionFlags {
-  configDir?: string;
-  host?: string;
-  port?: string;
+interface ConnectionFlags extends LinkFlags {
   timeout?: string;
 }
 
@@ -45,11 +50,7 @@ function errorText(err: unknown): string {
 
 export function registerClientCommands(program: Command, name: string): void {
   const withConnection = (command: Command): Command =>
-    command
-      .option('--config-dir <dir>', CONFIG_DIR_HELP)
-      .option('--host <host>', 'daemon host (default: the first [server] listen[] address)')
-      .option('--port <port>', 'daemon port (default: the first [server] listen[] address)')
-      .option('--timeout <ms>', 'give up after this many ms without an answer (default 30000)');
+    withDaemonLink(command).option('--timeout <ms>', 'give up after this many ms without an answer (default 30000)');
 
   withConnection(
     program
@@ -72,17 +73,12 @@ export function registerClientCommands(program: Command, name: string): void {
   ).action((key: string, o: ConnectionFlags) => tsetCommand(name, key, o));
 
   const template = program.command('template').description('the templates in the [pdo] store of the config');
-  template
-    .command('list')
-    .description('list templates: key, title, last update')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+  withConfigDir(template.command('list').description('list templates: key, title, last update'))
     .option('--json', 'print as JSON')
-    .action((o: { configDir?: string; json?: boolean }) => templateList(name, o));
-  template
-    .command('get <key>')
-    .description('print the template JSON as stored')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((key: string, o: { configDir?: string }) => templateGet(name, key, o));
+    .action((o: ConfigFlags & { json?: boolean }) => templateList(name, o));
+  withConfigDir(template.command('get <key>').description('print the template JSON as stored')).action((key: string, o: ConfigFlags) =>
+    templateGet(name, key, o),
+  );
   withConnection(
     template
       .command('set <key>')
@@ -97,23 +93,6 @@ export function registerClientCommands(program: Command, name: string): void {
 
 // ------------------------------------------------------------------ connecting
 
-/**
- * The config, or undefined when --host and --port say everything and there is no config file
- * (a client-only machine). A config that exists is always read: it may hold TLS and auth.
- */
-function configFor(name: string, o: ConnectionFlags): MegaConfig | undefined {
-  if (o.host !== undefined && o.port !== undefined && !existsSync(configFilePath(name, resolveConfigDir(o.configDir)))) {
-    return undefined;
-  }
-  return loadServiceConfig(name, o.configDir);
-}
-
-function parsePort(text: string): number {
-  const port = Number(text);
-  if (!/^\d+$/.test(text) || port < 1 || port > 65535) throw new CliFailure(`--port must be a port number from 1 to 65535, got ${JSON.stringify(text)}`);
-  return port;
-}
-
 function parseTimeout(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const ms = Number(text);
@@ -121,75 +100,7 @@ function parseTimeout(text: string | undefined): number | undefined {
   return ms;
 }
 
-/** A wildcard listen address is reached through the loopback interface. */
-function connectHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::' || host === '::0') return '::1';
-  return host;
-}
-
-/** Where the daemon listens: --host/--port, else the first `[server] listen[]` (asking the running daemon when its port is 0). */
-async function target(name: string, o: ConnectionFlags, config: MegaConfig | undefined): Promise<{ host: string; port: number }> {
-  const portFlag = o.port === undefined ? undefined : parsePort(o.port);
-  if (portFlag !== undefined && o.host !== undefined) return { host: o.host, port: portFlag };
-  const first = config!.server.listen[0]!;
-  let host = o.host ?? connectHost(first.host);
-  let port = portFlag ?? first.port;
-  if (port === 0) {
-    // "any free port": only the running daemon knows which one it got.
-    const pid = runningPid(config!.server.pidFile);
-    if (pid === undefined) throw new CliFailure(`${name} is not running, and [server] listen[] has port 0: give --port`);
-    let status: DaemonStatus;
-    try {
-      status = (await controlRequest(config!.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
-    } catch (err) {
-      throw new CliFailure(`${name} (pid ${pid}) does not say which port it listens on: ${errorText(err)}; give --port`);
-    }
-    const listening = status.listen[0];
-    if (!listening) throw new CliFailure(`${name} (pid ${pid}) listens nowhere`);
-    host = o.host ?? connectHost(listening.host);
-    port = listening.port;
-  }
-  return { host, port };
-}
-
-// ---- TLS and auth from the config ---------------------------------------------------------
-// [server] auth_token (or MEGA_AUTH_TOKEN) and [server] tls_cert / tls_key / tls_ca, as read by
-// src/config/config.ts into config.server.authToken and config.server.tls.
-// - auth: MEGA_AUTH_TOKEN when set, else the config's token, sent as `auth <token>`.
-// - TLS: when the daemon listens with TLS the commands do too. They trust the system CAs, the
-//   daemon's own certificate (allowPartialTrustChain: it needs no CA of its own) and tls_ca; the
-//   host name is checked as usual. With tls_ca the daemon requires client certificates: the
-//   commands, run by the operator on the daemon's host, present the daemon's own tls_cert and
-//   tls_key, which works when tls_ca signed them.
-function security(config: MegaConfig | undefined): Pick<MegaClientOptions, 'tls' | 'authToken'> {
-  const out: Pick<MegaClientOptions, 'tls' | 'authToken'> = {};
-  const authToken = process.env.MEGA_AUTH_TOKEN || config?.server.authToken;
-  if (authToken) out.authToken = authToken;
-  const serverTls = config?.server.tls;
-  if (serverTls) {
-    const read = (file: string): string => {
-      try {
-        return readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new CliFailure(`cannot read ${file} for TLS: ${(err as NodeJS.ErrnoException).code ?? errorText(err)}`);
-      }
-    };
-    const cert = read(serverTls.cert);
-    const ca = [...tls.rootCertificates, cert];
-    const options: tls.ConnectionOptions = { ca, allowPartialTrustChain: true };
-    if (serverTls.ca) {
-      ca.push(read(serverTls.ca));
-      options.cert = cert;
-      options.key = read(serverTls.key);
-    }
-    out.tls = options;
-  }
-  return out;
-}
-// -------------------------------------------------------------------------------------------
-
-/** Connects, runs one request, closes. Connection failures become CliFailure (exit 1). */
+/** Connects (daemon-link.ts), runs one request, closes. Connection failures become CliFailure (exit 1). */
 async function withClient(
   name: string,
   o: ConnectionFlags,
@@ -197,16 +108,10 @@ async function withClient(
   fn: (client: MegaClient) => Promise<MegaResult>,
 ): Promise<MegaResult> {
   const timeoutMs = parseTimeout(o.timeout);
-  const { host, port } = await target(name, o, config);
-  const options: MegaClientOptions = { host, port, reconnect: false, window: 16, ...security(config) };
+  const link = await resolveDaemonLink(name, o, config);
+  const options: ClientExtras = { reconnect: false, window: 16 };
   if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
-  if (config) options.maxFrameLength = config.setting.packageMaxLength;
-  let client: MegaClient;
-  try {
-    client = await MegaClient.connect(options);
-  } catch (err) {
-    throw new CliFailure(`cannot reach ${name}: ${errorText(err)}`);
-  }
+  const client = await connectDaemon(link, options);
   try {
     return await fn(client);
   } catch (err) {
@@ -240,7 +145,7 @@ async function message(name: string, kind: 'push' | 'send', openid: string, key:
   const data = parseData(o.data);
   // The protocol's own checks of openid, key and msgid, before connecting.
   encodePush(1, openid, key, data, o.msgid);
-  const config = configFor(name, o);
+  const config = optionalServiceConfig(name, o);
   const result = await withClient(name, o, config, (client) =>
     client[kind](openid, key, data, o.msgid === undefined ? undefined : { msgid: o.msgid }),
   );
@@ -249,7 +154,7 @@ async function message(name: string, kind: 'push' | 'send', openid: string, key:
 }
 
 async function tsetCommand(name: string, key: string, o: ConnectionFlags): Promise<void> {
-  const config = configFor(name, o);
+  const config = optionalServiceConfig(name, o);
   const result = await withClient(name, o, config, (client) => client.tset(key));
   printResult(result);
   if (!result.ok) throw new CliFailure(`tset failed with result ${result.code}`);
@@ -271,7 +176,7 @@ function formatTime(unixSeconds: number): string {
   return unixSeconds > 0 ? new Date(unixSeconds * 1000).toISOString().replace('.000Z', 'Z') : '-';
 }
 
-async function templateList(name: string, o: { configDir?: string; json?: boolean }): Promise<void> {
+async function templateList(name: string, o: ConfigFlags & { json?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   const rows = await withStore(config, (store) => store.list());
   if (o.json) {
@@ -289,11 +194,21 @@ async function templateList(name: string, o: { configDir?: string; json?: boolea
   }
 }
 
-async function templateGet(name: string, key: string, o: { configDir?: string }): Promise<void> {
+async function templateGet(name: string, key: string, o: ConfigFlags): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   const row = await withStore(config, (store) => store.get(key));
   if (!row) throw new CliFailure(`no template ${JSON.stringify(key)}`);
   process.stdout.write(row.template.endsWith('\n') ? row.template : row.template + '\n');
+}
+
+/**
+ * The daemon a template change is TSet to, as messages name it: this host's running daemon, or
+ * the one at the address the flags give (another host's); undefined when there is none to tell.
+ */
+function daemonToTell(name: string, config: MegaConfig, o: ConnectionFlags): string | undefined {
+  const pid = runningPid(config.server.pidFile);
+  if (pid !== undefined) return `${name} (pid ${pid})`;
+  return addressGiven(o) ? name : undefined;
 }
 
 /**
@@ -305,8 +220,8 @@ async function templateRm(name: string, key: string, o: ConnectionFlags): Promis
   const config = loadServiceConfig(name, o.configDir);
   const removed = await withStore(config, (store) => store.remove(key));
   if (!removed) throw new CliFailure(`no template ${JSON.stringify(key)}`);
-  const pid = runningPid(config.server.pidFile);
-  if (pid === undefined) {
+  const daemon = daemonToTell(name, config, o);
+  if (daemon === undefined) {
     say(`template ${key} removed`);
     return;
   }
@@ -314,13 +229,13 @@ async function templateRm(name: string, key: string, o: ConnectionFlags): Promis
   try {
     result = await withClient(name, o, config, (client) => client.tset(key));
   } catch (err) {
-    throw new CliFailure(`template ${key} removed, but the TSet telling ${name} (pid ${pid}) to drop it failed: ${errorText(err)}; run \`mega ${name} tset ${key}\``);
+    throw new CliFailure(`template ${key} removed, but the TSet telling ${daemon} to drop it failed: ${errorText(err)}; run \`mega ${name} tset ${key}\``);
   }
   // `template key not exists` is the answer that means "not cached any more"; 200 would mean the row is back.
   if (result.code !== 400 || result.message !== 'template key not exists') {
-    throw new CliFailure(`template ${key} removed, but ${name} (pid ${pid}) answered the TSet with result ${result.code}${result.message ? ` ${result.message}` : ''}`);
+    throw new CliFailure(`template ${key} removed, but ${daemon} answered the TSet with result ${result.code}${result.message ? ` ${result.message}` : ''}`);
   }
-  say(`template ${key} removed; ${name} (pid ${pid}) no longer sends it`);
+  say(`template ${key} removed; ${daemon} no longer sends it`);
 }
 
 /**
@@ -401,8 +316,8 @@ async function templateSet(name: string, key: string, o: ConnectionFlags & { fil
   const bytes = Buffer.byteLength(text, 'utf8');
   say(`template ${key} saved (${bytes} bytes; placeholders: ${placeholders!.length > 0 ? placeholders!.join(', ') : 'none'})`);
 
-  const pid = runningPid(config.server.pidFile);
-  if (pid === undefined) {
+  const daemon = daemonToTell(name, config, o);
+  if (daemon === undefined) {
     say(`${name} is not running: it loads the template when it starts`);
     return;
   }
@@ -410,10 +325,10 @@ async function templateSet(name: string, key: string, o: ConnectionFlags & { fil
   try {
     result = await withClient(name, o, config, (client) => client.tset(key));
   } catch (err) {
-    throw new CliFailure(`template ${key} saved, but the TSet to ${name} (pid ${pid}) failed: ${err instanceof MegaError || err instanceof CliFailure ? err.message : errorText(err)}`);
+    throw new CliFailure(`template ${key} saved, but the TSet to ${daemon} failed: ${err instanceof MegaError || err instanceof CliFailure ? err.message : errorText(err)}`);
   }
   if (!result.ok) {
-    throw new CliFailure(`template ${key} saved, but ${name} (pid ${pid}) refused the TSet: result ${result.code}${result.message ? ` ${result.message}` : ''}`);
+    throw new CliFailure(`template ${key} saved, but ${daemon} refused the TSet: result ${result.code}${result.message ? ` ${result.message}` : ''}`);
   }
-  say(`${name} (pid ${pid}) reloaded ${key}: result ${result.code}`);
+  say(`${daemon} reloaded ${key}: result ${result.code}`);
 }

@@ -5,12 +5,12 @@ import { restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
 import { registerTaskCommands } from './task-commands.js';
 import { registerClientCommands } from './client-commands.js';
+import { withConfigDir, type ConfigFlags } from './daemon-link.js';
 import { main as simulatorMain } from '../simulator/index.js';
 
 /** Given first, so the caller's own flags (parsed later) win. */
 const SIMULATOR_DEFAULTS = ['--port', '9502', '--app-id', 'wx_demo_app', '--app-secret', 'demo_secret'];
 
-const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 
 /**
  * Whether commander itself printed the error it then throws (exitOverride): its own parse errors
@@ -33,58 +33,46 @@ function reporting<T extends Command>(program: T, tracker: ErrorTracker): T {
   return program;
 }
 
+type StartFlags = ConfigFlags & { foreground?: boolean; demo?: boolean };
+type JsonFlags = ConfigFlags & { json?: boolean };
+
 /** `mega <name> <command>`: the service commands of one config. */
 function serviceProgram(name: string, tracker: ErrorTracker = { printed: false }): Command {
   const program = reporting(new Command(`mega ${name}`), tracker).exitOverride().showHelpAfterError();
-  program
-    .command('start')
-    .description('start the daemon (in the background when [setting] daemonize = 1)')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+  withConfigDir(program.command('start').description('start the daemon (in the background when [setting] daemonize = 1)'))
     .option('--foreground', 'stay in the foreground whatever daemonize says')
     .option('--demo', 'also run the bundled WeChat simulator at [wechat] api_base and install a sample template')
-    .action((o: { configDir?: string; foreground?: boolean; demo?: boolean }) => start(name, o));
-  program
-    .command('stop')
-    .description('stop gracefully: finish running WeChat calls, keep the rest queued')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((o: { configDir?: string }) => stop(name, o));
-  program
-    .command('restart')
-    .description('stop (if running), then start in the background whatever daemonize says; --foreground: in this terminal')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((o: StartFlags) => start(name, o));
+  withConfigDir(program.command('stop').description('stop gracefully: finish running WeChat calls, keep the rest queued')).action((o: ConfigFlags) =>
+    stop(name, o),
+  );
+  withConfigDir(
+    program
+      .command('restart')
+      .description('stop (if running), then start in the background whatever daemonize says; --foreground: in this terminal'),
+  )
     .option('--foreground', 'run the new daemon in this terminal instead of in the background')
     .option('--demo', 'as for start')
-    .action((o: { configDir?: string; foreground?: boolean; demo?: boolean }) => restart(name, o));
-  program
-    .command('status')
-    .description('pid, uptime, queue depth, sent and failed counts; exit 3 when not running')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((o: StartFlags) => restart(name, o));
+  withConfigDir(program.command('status').description('pid, uptime, queue depth, sent and failed counts; exit 3 when not running'))
     .option('--json', 'print the status as JSON ({"name":...,"running":false} when not running)')
-    .action((o: { configDir?: string; json?: boolean }) => status(name, o));
-  program
-    .command('resume')
-    .description('resume dispatch now after the daily quota (45009) paused it')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((o: { configDir?: string }) => resume(name, o));
-  program
-    .command('queue')
-    .description('queue depth, oldest job age, segment count and disk use')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+    .action((o: JsonFlags) => status(name, o));
+  withConfigDir(program.command('resume').description('resume dispatch now after the daily quota (45009) paused it')).action((o: ConfigFlags) =>
+    resume(name, o),
+  );
+  withConfigDir(program.command('queue').description('queue depth, oldest job age, segment count and disk use'))
     .option('--json', 'print as JSON')
-    .action((o: { configDir?: string; json?: boolean }) => queueInfo(name, o));
+    .action((o: JsonFlags) => queueInfo(name, o));
   const dlq = program.command('dlq').description('the dead-letter log of Push jobs that failed for good');
-  dlq
-    .command('list')
-    .description('list dead letters: job id, time, openid, template key, errcode, attempts, errmsg')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+  withConfigDir(dlq.command('list').description('list dead letters: job id, time, openid, template key, errcode, attempts, errmsg'))
     .option('--json', 'print as JSON')
-    .action((o: { configDir?: string; json?: boolean }) => dlqList(name, o));
-  dlq
-    .command('retry [id]')
-    .description('queue dead letters again (same client_msg_id) and remove them from the log')
-    .option('--all', 'every dead letter')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((id: string | undefined, o: { configDir?: string; all?: boolean }) => dlqRetry(name, id, o));
+    .action((o: JsonFlags) => dlqList(name, o));
+  withConfigDir(
+    dlq
+      .command('retry [id]')
+      .description('queue dead letters again (same client_msg_id) and remove them from the log')
+      .option('--all', 'every dead letter'),
+  ).action((id: string | undefined, o: ConfigFlags & { all?: boolean }) => dlqRetry(name, id, o));
   registerClientCommands(program, name);
   registerTaskCommands(program, name);
   return program;

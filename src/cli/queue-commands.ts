@@ -1,10 +1,11 @@
 import type { MegaConfig } from '../config/config.js';
+import { deadLetterFile, queueOptions, runningPid } from '../config/service-files.js';
 import { FileQueue } from '../queue/index.js';
-import { DeadLetterLog, retryDeadLetters, type DeadLetter, type DeadLetterSelector } from '../dispatch/dead-letter.js';
+import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { controlRequest } from '../server/control.js';
-import { deadLetterFile, queueSummary, runningPid, type QueueSummary } from '../server/daemon.js';
+import { queueSummary, type AnswerOf, type ControlRequest, type DeadLetterSelector } from '../server/control-protocol.js';
 import { CliFailure } from './failure.js';
-import { loadServiceConfig } from './service.js';
+import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
 
 /**
  * `mega <name> queue` and `mega <name> dlq ...`. With the daemon running they go through its
@@ -12,8 +13,7 @@ import { loadServiceConfig } from './service.js';
  * files themselves, which is safe because no other process has them open.
  */
 
-interface CommonOptions {
-  configDir?: string;
+interface CommonOptions extends ConfigFlags {
   json?: boolean;
 }
 
@@ -22,12 +22,7 @@ function say(line: string): void {
 }
 
 async function withStoppedQueue<T>(config: MegaConfig, fn: (queue: FileQueue) => Promise<T>): Promise<T> {
-  const queue = await FileQueue.open({
-    dir: config.server.queueFilePath,
-    segmentSize: config.queue.segmentSize,
-    fsync: config.queue.fsync,
-    maxPayloadSize: config.setting.packageMaxLength + 4096,
-  });
+  const queue = await FileQueue.open(queueOptions(config));
   try {
     return await fn(queue);
   } finally {
@@ -35,7 +30,7 @@ async function withStoppedQueue<T>(config: MegaConfig, fn: (queue: FileQueue) =>
   }
 }
 
-function daemonCall(config: MegaConfig, request: { cmd: string; [k: string]: unknown }): Promise<unknown> {
+function daemonCall<R extends ControlRequest>(config: MegaConfig, request: R): Promise<AnswerOf<R['cmd']>> {
   return controlRequest(config.server.controlSocket, request, 30000).catch((err: unknown) => {
     throw new CliFailure(`${config.name} does not answer on ${config.server.controlSocket}: ${err instanceof Error ? err.message : String(err)}`);
   });
@@ -51,7 +46,7 @@ export async function queueInfo(name: string, options: CommonOptions): Promise<v
   const config = loadServiceConfig(name, options.configDir);
   const running = runningPid(config.server.pidFile) !== undefined;
   const summary = running
-    ? ((await daemonCall(config, { cmd: 'queue' })) as QueueSummary)
+    ? await daemonCall(config, { cmd: 'queue' })
     : await withStoppedQueue(config, async (q) => queueSummary(q.stats()));
   if (options.json) return say(JSON.stringify({ running, ...summary }, null, 2));
   say(
@@ -69,7 +64,7 @@ export async function dlqList(name: string, options: CommonOptions): Promise<voi
   const config = loadServiceConfig(name, options.configDir);
   const entries =
     runningPid(config.server.pidFile) !== undefined
-      ? ((await daemonCall(config, { cmd: 'dlq-list' })) as DeadLetter[])
+      ? await daemonCall(config, { cmd: 'dlq-list' })
       : new DeadLetterLog(deadLetterFile(config)).list();
   if (options.json) return say(JSON.stringify(entries, null, 2));
   if (entries.length === 0) return say('no dead letters');
@@ -91,7 +86,7 @@ export async function dlqRetry(name: string, id: string | undefined, options: Co
   const config = loadServiceConfig(name, options.configDir);
   const result =
     runningPid(config.server.pidFile) !== undefined
-      ? ((await daemonCall(config, { cmd: 'dlq-retry', selector })) as { retried: DeadLetter[]; missing: number[] })
+      ? await daemonCall(config, { cmd: 'dlq-retry', selector })
       : await withStoppedQueue(config, (q) => retryDeadLetters(new DeadLetterLog(deadLetterFile(config)), (p) => q.append(p), selector));
   say(`${result.retried.length} dead letter(s) queued again`);
   if (result.missing.length > 0) throw new CliFailure(`no dead letter with id ${result.missing.join(', ')}`);

@@ -1,17 +1,18 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, resolveConfigDir, type MegaConfig } from '../config/config.js';
+import { resolveConfigDir, type MegaConfig } from '../config/config.js';
+import { pidAlive, queueOptions, runningPid } from '../config/service-files.js';
 import { StartupError } from '../errors.js';
 import { createLogger, scrubSecrets } from '../log/logger.js';
 import { FileQueue } from '../queue/index.js';
-import { Daemon, runningPid } from '../server/daemon.js';
+import { Daemon } from '../server/daemon.js';
 import { controlRequest } from '../server/control.js';
-import type { DaemonStatus } from '../server/daemon.js';
+import type { DaemonStatus } from '../server/control-protocol.js';
+import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
 import { installSampleTemplate, startDemoSimulator } from './demo.js';
 import { CliFailure, EXIT_NOT_RUNNING } from './failure.js';
 
-export interface StartOptions {
-  configDir?: string;
+export interface StartOptions extends ConfigFlags {
   foreground?: boolean;
   demo?: boolean;
   /** In the background whatever `daemonize` says (unless `foreground`): what `restart` does. */
@@ -19,10 +20,6 @@ export interface StartOptions {
 }
 
 const BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
-
-export function loadServiceConfig(name: string, configDir: string | undefined): MegaConfig {
-  return loadConfig(name, resolveConfigDir(configDir));
-}
 
 function say(line: string): void {
   process.stdout.write(line + '\n');
@@ -173,12 +170,7 @@ function explainStartFailure(err: unknown, config: MegaConfig): string {
 async function describeLeftQueued(config: MegaConfig): Promise<string> {
   const where = config.server.queueFilePath;
   try {
-    const queue = await FileQueue.open({
-      dir: where,
-      segmentSize: config.queue.segmentSize,
-      fsync: config.queue.fsync,
-      maxPayloadSize: config.setting.packageMaxLength + 4096,
-    });
+    const queue = await FileQueue.open(queueOptions(config));
     const depth = queue.stats().depth;
     await queue.close();
     return `${depth} job${depth === 1 ? '' : 's'} left queued in ${where}`;
@@ -187,17 +179,8 @@ async function describeLeftQueued(config: MegaConfig): Promise<string> {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** `mega <name> stop`: SIGTERM, then wait for the process to be gone. */
-export async function stop(name: string, options: { configDir?: string; quiet?: boolean }): Promise<void> {
+export async function stop(name: string, options: ConfigFlags & { quiet?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const pid = runningPid(config.server.pidFile);
   if (pid === undefined) {
@@ -206,7 +189,7 @@ export async function stop(name: string, options: { configDir?: string; quiet?: 
   }
   process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + (config.server.shutdownTimeout + 15) * 1000;
-  while (alive(pid)) {
+  while (pidAlive(pid)) {
     if (Date.now() > deadline) {
       throw new CliFailure(`${name} (pid ${pid}) did not stop within ${config.server.shutdownTimeout + 15} s`);
     }
@@ -250,16 +233,16 @@ function formatStatus(s: DaemonStatus): string {
 }
 
 /** `mega <name> resume`: ends a daily-quota pause now instead of at the next probe. */
-export async function resume(name: string, options: { configDir?: string }): Promise<void> {
+export async function resume(name: string, options: ConfigFlags): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const pid = runningPid(config.server.pidFile);
   if (pid === undefined) throw new CliFailure(`${name} is not running`, EXIT_NOT_RUNNING);
-  const answer = (await controlRequest(config.server.controlSocket, { cmd: 'resume' })) as { resumed: boolean };
+  const answer = await controlRequest(config.server.controlSocket, { cmd: 'resume' });
   say(answer.resumed ? `${name}: dispatch resumed` : `${name}: dispatch was not paused`);
 }
 
 /** `mega <name> status`: exits 3 when the daemon is not running. */
-export async function status(name: string, options: { configDir?: string; json?: boolean }): Promise<void> {
+export async function status(name: string, options: ConfigFlags & { json?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const pid = runningPid(config.server.pidFile);
   if (pid === undefined) {
@@ -271,7 +254,7 @@ export async function status(name: string, options: { configDir?: string; json?:
   }
   let result: DaemonStatus;
   try {
-    result = (await controlRequest(config.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
+    result = await controlRequest(config.server.controlSocket, { cmd: 'status' });
   } catch (err) {
     throw new CliFailure(`${name} (pid ${pid}) does not answer: ${err instanceof Error ? err.message : String(err)}`);
   }

@@ -1,12 +1,8 @@
-import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import tls from 'node:tls';
 import { Command, InvalidArgumentError } from 'commander';
 import { pdoOptions, type MegaConfig } from '../config/config.js';
-import { MegaClient, type MegaClientOptions } from '../client/client.js';
-import { controlRequest } from '../server/control.js';
-import { runningPid, type DaemonStatus } from '../server/daemon.js';
+import { taskDir } from '../config/service-files.js';
+import type { MegaClient } from '../client/index.js';
 import { openTemplateStore } from '../templates/index.js';
 import {
   RecipientFileError,
@@ -26,7 +22,7 @@ import {
 } from '../tasks/index.js';
 
 import { CliFailure } from './failure.js';
-import { loadServiceConfig } from './service.js';
+import { connectDaemon, loadServiceConfig, resolveDaemonLink, withConfigDir, withDaemonLink, type ConfigFlags, type LinkFlags } from './daemon-link.js';
 
 /**
  * `mega <name> task create|run|resume|pause|list|show`: bulk tasks (src/tasks).
@@ -35,7 +31,6 @@ import { loadServiceConfig } from './service.js';
  * failure report live in the `tasks/` folder beside the pid file (default `logs/tasks/`).
  */
 
-const CONFIG_DIR_HELP = 'folder holding <name>.ini (default: $MEGA_CONFIG_DIR, else ./config)';
 /** Exit status of a run stopped by a signal: 128 + the signal's number, as shells report it. */
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -64,11 +59,6 @@ function parseFormat(text: string): RecipientFormat {
   return text as RecipientFormat;
 }
 
-/** Where task files go: `tasks/` beside the pid file (and the dead-letter log). */
-export function taskDir(config: MegaConfig): string {
-  return path.join(path.dirname(config.server.pidFile), 'tasks');
-}
-
 export function openTaskStoreFor(config: MegaConfig): TaskStore {
   return openTaskStore(pdoOptions(config));
 }
@@ -91,7 +81,7 @@ async function getTask(store: TaskStore, id: number): Promise<TaskRow> {
 
 // ------------------------------------------------------------------ create
 
-interface CreateOptions {
+interface CreateOptions extends ConfigFlags {
   key: string;
   to: string;
   vars?: string;
@@ -99,7 +89,6 @@ interface CreateOptions {
   format?: RecipientFormat;
   skipInvalid?: boolean;
   allowDuplicates?: boolean;
-  configDir?: string;
   json?: boolean;
 }
 
@@ -149,63 +138,10 @@ async function createCommand(name: string, o: CreateOptions): Promise<void> {
 
 // ------------------------------------------------------------------ run / resume
 
-interface RunOptions {
-  configDir?: string;
+interface RunOptions extends LinkFlags {
   window?: number;
-  connect?: string;
   quiet?: boolean;
   plain?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-}
-
-function parseAddress(text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !(port >= 1 && port <= 65535)) throw new CliFailure(`--connect expects host:port (or [v6]:port), got ${JSON.stringify(text)}`);
-  return { host: m[1]!, port };
-}
-
-function connectHost(host: string): string {
-  if (host === '' || host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::' || host === '[::]') return '::1';
-  return host;
-}
-
-/** The daemon's address: --connect, else what the running daemon says it listens on, else the config. */
-async function daemonAddress(config: MegaConfig, connect: string | undefined): Promise<{ host: string; port: number }> {
-  if (connect !== undefined) return parseAddress(connect);
-  if (runningPid(config.server.pidFile) !== undefined) {
-    try {
-      const s = (await controlRequest(config.server.controlSocket, { cmd: 'status' })) as DaemonStatus;
-      const first = s.listen[0];
-      if (first && first.port > 0) return { host: connectHost(first.host), port: first.port };
-    } catch {
-      // fall back to the config
-    }
-  }
-  const first = config.server.listen[0]!;
-  if (first.port === 0) {
-    throw new CliFailure(`${config.name} is not running and listens on port 0 (any free port); start it, or pass --connect host:port`);
-  }
-  return { host: connectHost(first.host), port: first.port };
-}
-
-function clientTls(config: MegaConfig, o: RunOptions): MegaClientOptions['tls'] {
-  const t = config.server.tls;
-  if (!t) return false;
-  // Trust the daemon's own certificate (self-signed is fine) and its CA, besides the system's.
-  // The host name is not checked: the address comes from the daemon's own config.
-  const ca = [...tls.rootCertificates, readFileSync(t.cert, 'utf8')];
-  if (t.ca) ca.push(readFileSync(t.ca, 'utf8'));
-  const out: tls.ConnectionOptions = { ca, checkServerIdentity: () => undefined };
-  if (t.ca) {
-    // The daemon asks for a client certificate signed by tls_ca.
-    if (!o.tlsCert || !o.tlsKey) throw new CliFailure(`${config.name} requires a client certificate ([server] tls_ca): pass --tls-cert and --tls-key`);
-    out.cert = readFileSync(o.tlsCert);
-    out.key = readFileSync(o.tlsKey);
-  }
-  return out;
 }
 
 async function runCommand(name: string, id: number, o: RunOptions, resume: boolean): Promise<void> {
@@ -217,21 +153,12 @@ async function runCommand(name: string, id: number, o: RunOptions, resume: boole
       say(`task ${id} is already done: ${before.success} sent, ${before.fail} failed`);
       return;
     }
-    const address = await daemonAddress(config, o.connect);
-    let client: MegaClient;
-    try {
-      client = await MegaClient.connect({
-        ...address,
-        tls: clientTls(config, o),
-        authToken: config.server.authToken,
-        window,
-        timeoutMs: MAX_TIMER_MS,
-        maxFrameLength: config.setting.packageMaxLength,
-        reconnect: { initialDelayMs: 100, maxDelayMs: 2000 },
-      });
-    } catch (err) {
-      throw new CliFailure(`cannot reach ${name} at ${address.host}:${address.port}: ${(err as Error).message} (is it running? mega ${name} status)`);
-    }
+    const address = await resolveDaemonLink(name, o, config);
+    const client: MegaClient = await connectDaemon(address, {
+      window,
+      timeoutMs: MAX_TIMER_MS,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 2000 },
+    });
     client.on('error', () => undefined); // reconnection attempts report through the requests
 
     const notices: string[] = [];
@@ -298,7 +225,7 @@ async function runCommand(name: string, id: number, o: RunOptions, resume: boole
 
 // ------------------------------------------------------------------ pause / list / show
 
-async function pauseCommand(name: string, id: number, o: { configDir?: string }): Promise<void> {
+async function pauseCommand(name: string, id: number, o: ConfigFlags): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   await withStore(config, async (store) => {
     const by = `paused by ${os.userInfo().username}@${os.hostname()} at ${new Date().toISOString()}`;
@@ -351,7 +278,7 @@ function taskJson(t: TaskRow): Record<string, unknown> {
   return { ...rest, finished: t.success + t.fail, doneAbove: doneAbove.length, shownStatus: shownStatus(t) };
 }
 
-async function listCommand(name: string, o: { configDir?: string; json?: boolean; limit?: number }): Promise<void> {
+async function listCommand(name: string, o: ConfigFlags & { json?: boolean; limit?: number }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   await withStore(config, async (store) => {
     const tasks = await store.list(o.limit ?? 50);
@@ -366,7 +293,7 @@ async function listCommand(name: string, o: { configDir?: string; json?: boolean
   });
 }
 
-async function showCommand(name: string, id: number, o: { configDir?: string; json?: boolean }): Promise<void> {
+async function showCommand(name: string, id: number, o: ConfigFlags & { json?: boolean }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   await withStore(config, async (store) => {
     const t = await getTask(store, id);
@@ -401,28 +328,27 @@ export function registerTaskCommands(program: Command, name: string): void {
   const task = program
     .command('task')
     .description('bulk tasks: one template sent to a list of recipients with Send, resumable, each recipient once');
-  task
-    .command('create')
-    .description('record a task: --to holds openids (one per line), CSV with a header, or JSONL {openid, ...vars}')
-    .requiredOption('--key <key>', 'template key')
-    .requiredOption('--to <file>', 'recipients: .txt (openids), .csv (header row with an openid column), .jsonl')
-    .option('--vars <file>', 'JSON object: variables for every recipient (their own win)')
-    .option('--name <text>', 'a label (default: the file name)')
-    .option('--format <format>', `${RECIPIENT_FORMATS.join('|')} (default: from the file extension)`, parseFormat)
-    .option('--skip-invalid', 'leave bad lines out (listed) instead of refusing the file')
-    .option('--allow-duplicates', 'keep an openid listed twice (default: the first is kept)')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
+  withConfigDir(
+    task
+      .command('create')
+      .description('record a task: --to holds openids (one per line), CSV with a header, or JSONL {openid, ...vars}')
+      .requiredOption('--key <key>', 'template key')
+      .requiredOption('--to <file>', 'recipients: .txt (openids), .csv (header row with an openid column), .jsonl')
+      .option('--vars <file>', 'JSON object: variables for every recipient (their own win)')
+      .option('--name <text>', 'a label (default: the file name)')
+      .option('--format <format>', `${RECIPIENT_FORMATS.join('|')} (default: from the file extension)`, parseFormat)
+      .option('--skip-invalid', 'leave bad lines out (listed) instead of refusing the file')
+      .option('--allow-duplicates', 'keep an openid listed twice (default: the first is kept)'),
+  )
     .option('--json', 'print the task as JSON')
     .action((o: CreateOptions) => createCommand(name, o));
   const runOptions = (c: Command): Command =>
-    c
-      .option('--window <n>', 'sends in flight at once (default 64)', parsePositive(10_000))
-      .option('--connect <host:port>', 'daemon address (default: where the running daemon listens)')
-      .option('--quiet', 'print only the outcome line (warnings still go to stderr)')
-      .option('--plain', 'a progress line per second instead of a bar')
-      .option('--tls-cert <file>', 'client certificate, when the daemon requires one ([server] tls_ca)')
-      .option('--tls-key <file>', 'its key')
-      .option('--config-dir <dir>', CONFIG_DIR_HELP);
+    withDaemonLink(
+      c
+        .option('--window <n>', 'sends in flight at once (default 64)', parsePositive(10_000))
+        .option('--quiet', 'print only the outcome line (warnings still go to stderr)')
+        .option('--plain', 'a progress line per second instead of a bar'),
+    );
   runOptions(
     task
       .command('run')
@@ -432,25 +358,20 @@ export function registerTaskCommands(program: Command, name: string): void {
   runOptions(
     task.command('resume').argument('<id>', ID_HELP, parseId).description('continue a paused, stopped or failed task (and run it)'),
   ).action((id: number, o: RunOptions) => runCommand(name, id, o, true));
-  task
-    .command('pause')
-    .argument('<id>', ID_HELP, parseId)
-    .description('pause a task; its runner stops within a second, after the answers in flight')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((id: number, o: { configDir?: string }) => pauseCommand(name, id, o));
-  task
-    .command('list')
-    .description('tasks, newest first, with their progress')
-    .option('--limit <n>', 'at most this many (default 50)', parsePositive(1_000_000))
-    .option('--json', 'print as JSON')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((o: { configDir?: string; json?: boolean; limit?: number }) => listCommand(name, o));
-  task
-    .command('show')
-    .argument('<id>', ID_HELP, parseId)
-    .description('one task: status, counts, files')
-    .option('--json', 'print as JSON')
-    .option('--config-dir <dir>', CONFIG_DIR_HELP)
-    .action((id: number, o: { configDir?: string; json?: boolean }) => showCommand(name, id, o));
+  withConfigDir(
+    task
+      .command('pause')
+      .argument('<id>', ID_HELP, parseId)
+      .description('pause a task; its runner stops within a second, after the answers in flight'),
+  ).action((id: number, o: ConfigFlags) => pauseCommand(name, id, o));
+  withConfigDir(
+    task
+      .command('list')
+      .description('tasks, newest first, with their progress')
+      .option('--limit <n>', 'at most this many (default 50)', parsePositive(1_000_000))
+      .option('--json', 'print as JSON'),
+  ).action((o: ConfigFlags & { json?: boolean; limit?: number }) => listCommand(name, o));
+  withConfigDir(task.command('show').argument('<id>', ID_HELP, parseId).description('one task: status, counts, files').option('--json', 'print as JSON')).action(
+    (id: number, o: ConfigFlags & { json?: boolean }) => showCommand(name, id, o),
+  );
 }
-

@@ -1,20 +1,27 @@
 import net from 'node:net';
 import { rmSync } from 'node:fs';
 import type { Logger } from 'pino';
+import {
+  answerControl,
+  parseControlRequest,
+  type AnswerOf,
+  type ControlHandlers,
+  type ControlReply,
+  type ControlRequest,
+} from './control-protocol.js';
 
 /**
- * A local control channel for `mega <name> status` (and later commands): a Unix socket
- * beside the pid file, one JSON request line in, one JSON answer line out. Only local
- * users with access to the folder can reach it, unlike the TCP port.
+ * A local control channel for `mega <name> status|queue|dlq|resume`: a Unix socket beside the
+ * pid file, one JSON request line in, one JSON answer line out (control-protocol.ts says which).
+ * Only local users with access to the folder can reach it, unlike the TCP port.
  */
-export type ControlHandler = (request: { cmd: string; [k: string]: unknown }) => Promise<unknown> | unknown;
 
 export class ControlServer {
   private server: net.Server | undefined;
 
   constructor(
     private readonly path: string,
-    private readonly handler: ControlHandler,
+    private readonly handlers: ControlHandlers,
     private readonly logger: Logger,
   ) {}
 
@@ -46,11 +53,10 @@ export class ControlServer {
     this.server = server;
   }
 
-  private async answer(line: string): Promise<unknown> {
+  private async answer(line: string): Promise<ControlReply> {
     try {
-      const request = JSON.parse(line) as { cmd: string };
-      if (typeof request?.cmd !== 'string') return { ok: false, error: 'missing cmd' };
-      return { ok: true, result: await this.handler(request) };
+      const request = parseControlRequest(JSON.parse(line));
+      return { ok: true, result: await answerControl(this.handlers, request) };
     } catch (err) {
       this.logger.warn({ err }, 'control request failed');
       return { ok: false, error: err instanceof Error ? err.message : String(err) };
@@ -63,8 +69,8 @@ export class ControlServer {
   }
 }
 
-/** Sends one control request to a running daemon. */
-export function controlRequest(path: string, request: { cmd: string; [k: string]: unknown }, timeoutMs = 5000): Promise<unknown> {
+/** Sends one control request to a running daemon; resolves with that request's answer. */
+export function controlRequest<R extends ControlRequest>(path: string, request: R, timeoutMs = 5000): Promise<AnswerOf<R['cmd']>> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(path);
     let data = '';
@@ -82,9 +88,9 @@ export function controlRequest(path: string, request: { cmd: string; [k: string]
     socket.on('end', () => {
       clearTimeout(timer);
       try {
-        const answer = JSON.parse(data) as { ok: boolean; result?: unknown; error?: string };
+        const answer = JSON.parse(data) as ControlReply<R['cmd']>;
         if (answer.ok) resolve(answer.result);
-        else reject(new Error(answer.error ?? 'control request failed'));
+        else reject(new Error(answer.error || 'control request failed'));
       } catch {
         reject(new Error('malformed answer from the control socket'));
       }

@@ -1,88 +1,35 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { pdoOptions, type MegaConfig, type ListenAddress } from '../config/config.js';
 import { missingMessage, missingVariables, openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
-import { FileQueue, type QueueStats } from '../queue/index.js';
+import { deadLetterFile, queueOptions, runningPid } from '../config/service-files.js';
+import { FileQueue } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
 import { Dispatcher, type PauseState, type Settlement } from '../dispatch/dispatcher.js';
-import { DeadLetterLog, retryDeadLetters, type DeadLetterSelector } from '../dispatch/dead-letter.js';
+import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../jobs/record.js';
 import { OutcomeKind } from '../jobs/outcome.js';
 import { MegaServer } from './server.js';
 import { ControlServer } from './control.js';
+import {
+  queueSummary,
+  type ControlHandlers,
+  type DaemonStatus,
+  type DeadLetter,
+  type DeadLetterRetry,
+  type DeadLetterSelector,
+  type QueueSummary,
+} from './control-protocol.js';
 import type { RequestHandler } from './connection.js';
 import type { Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { StartupError, TemplateNotFoundError, TemplateRenderError, MegaError } from '../errors.js';
+import { StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
 type Reply = (code: number, message: string) => void;
-
-export interface DaemonStatus {
-  name: string;
-  pid: number;
-  uptimeSeconds: number;
-  listen: ListenAddress[];
-  connections: number;
-  templates: number;
-  workers: number;
-  queue: QueueSummary;
-  sent: number;
-  failed: number;
-  failedByErrcode: Record<string, number>;
-  retriesPending: number;
-  running: number;
-  /** Messages delivered per second over the last seconds. */
-  sendRate: number;
-  /** null while dispatching; why not otherwise. */
-  paused: PauseState | null;
-  token: { ageSeconds: number | null; fetches: number; error: string | null };
-  /** The account's daily quota for template/send, where quota/get answers it. */
-  quota: { dailyLimit: number; used: number; remain: number } | null;
-}
-
-export interface QueueSummary {
-  depth: number;
-  inFlight: number;
-  oldestAgeSeconds: number | null;
-  segments: number;
-  bytes: number;
-}
-
-export function queueSummary(q: QueueStats, now = Date.now()): QueueSummary {
-  return {
-    depth: q.depth,
-    inFlight: q.inFlight,
-    segments: q.segments,
-    bytes: q.bytes,
-    oldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.round((now - q.oldestEnqueuedAt) / 1000),
-  };
-}
-
-/** Reads a pid file; returns the pid only if that process is alive. */
-export function runningPid(pidFile: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(pidFile, 'utf8').trim());
-  } catch {
-    return undefined;
-  }
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
-  }
-}
-
-/** Where permanently failed Push jobs are recorded: beside the pid file. */
-export function deadLetterFile(config: MegaConfig): string {
-  return path.join(path.dirname(config.server.pidFile), `${config.name}.dead-letter.jsonl`);
-}
 
 /**
  * The whole daemon: template store and cache, durable queue, task worker pool,
@@ -151,14 +98,7 @@ export class Daemon implements RequestHandler {
     for (const skipped of loaded.skipped) logger.warn({ key: skipped.key, reason: skipped.reason }, 'template not loaded');
 
     const queue = await step('queue', async () => {
-      const q = await FileQueue.open({
-        dir: config.server.queueFilePath,
-        segmentSize: config.queue.segmentSize,
-        fsync: config.queue.fsync,
-        // a record holds one frame's variables plus a few short fields
-        maxPayloadSize: config.setting.packageMaxLength + 4096,
-        logger,
-      });
+      const q = await FileQueue.open({ ...queueOptions(config), logger });
       cleanups.push(() => q.close());
       return q;
     });
@@ -227,7 +167,7 @@ export class Daemon implements RequestHandler {
     const addresses = await step('listen', () => server.listen());
     cleanups.push(() => server.close());
 
-    const control = new ControlServer(config.server.controlSocket, (request) => daemon!.handleControl(request), logger);
+    const control = new ControlServer(config.server.controlSocket, controlHandlers(() => daemon!), logger);
     await step('control socket', () => {
       mkdirSync(path.dirname(config.server.controlSocket), { recursive: true });
       return control.listen();
@@ -387,24 +327,23 @@ export class Daemon implements RequestHandler {
     };
   }
 
-  private async handleControl(request: { cmd: string; [k: string]: unknown }): Promise<unknown> {
-    switch (request.cmd) {
-      case 'status':
-        return this.status();
-      case 'queue':
-        return queueSummary(this.queue.stats());
-      case 'resume':
-        return { resumed: this.dispatcher.resume() };
-      case 'dlq-list':
-        return this.deadLetters.list();
-      case 'dlq-retry': {
-        const result = await retryDeadLetters(this.deadLetters, (p) => this.queue.append(p), request.selector as DeadLetterSelector);
-        this.logger.info({ retried: result.retried.length }, 'dead letters queued again');
-        return result;
-      }
-      default:
-        throw new MegaError(`unknown control command ${JSON.stringify(request.cmd)}`, 'MEGA_ERR_BAD_REQUEST');
-    }
+  resume(): boolean {
+    return this.dispatcher.resume();
+  }
+
+  /** The dead letters queued again, and the asked-for ids that are not in the log. */
+  async retryDeadLetters(selector: DeadLetterSelector): Promise<DeadLetterRetry> {
+    const result = await retryDeadLetters(this.deadLetters, (p) => this.queue.append(p), selector);
+    this.logger.info({ retried: result.retried.length }, 'dead letters queued again');
+    return result;
+  }
+
+  queueSummary(): QueueSummary {
+    return queueSummary(this.queue.stats());
+  }
+
+  deadLetterList(): DeadLetter[] {
+    return this.deadLetters.list();
   }
 
   /**
@@ -431,4 +370,15 @@ export class Daemon implements RequestHandler {
     if (runningPid(this.config.server.pidFile) === process.pid) rmSync(this.config.server.pidFile, { force: true });
     this.logger.info('mega-wechat stopped');
   }
+}
+
+/** The control socket's requests, answered by the daemon once it runs. */
+function controlHandlers(daemon: () => Daemon): ControlHandlers {
+  return {
+    status: () => daemon().status(),
+    queue: () => daemon().queueSummary(),
+    resume: () => ({ resumed: daemon().resume() }),
+    'dlq-list': () => daemon().deadLetterList(),
+    'dlq-retry': ({ selector }) => daemon().retryDeadLetters(selector),
+  };
 }

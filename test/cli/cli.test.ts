@@ -12,6 +12,7 @@ import { baseIni, putTemplates, startSimulator, type SimulatorHandle, APP_ID, AP
 import { RawClient } from '../helpers/client.js';
 import { encodeSend } from '../../src/protocol/index.js';
 import { TEST_DB_PASSWORD } from '../helpers/secrets.js';
+import type { DaemonStatus } from '../../src/server/control-protocol.js';
 
 function alive(pid: number): boolean {
   try {
@@ -79,7 +80,7 @@ describe('mega CLI', () => {
     assert.match(status.stdout, /failed:\s+0/);
 
     const json = await runMega(['wechat', 'status', '--json', '--config-dir', env.configDir]);
-    const parsed = JSON.parse(json.stdout) as { pid: number; sent: number; queue: { depth: number } };
+    const parsed = JSON.parse(json.stdout) as DaemonStatus;
     assert.equal(parsed.pid, pid);
     assert.equal(parsed.sent, 1);
     assert.equal(parsed.queue.depth, 0);

@@ -7,16 +7,7 @@ import assert from 'node:assert/strict';
 import { encodePush } from '../../src/protocol/index.js';
 import { runMega, spawnMega, stopChild } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle } from '../helpers/stack.js';
-
-interface Dead {
-  id: number;
-  openid: string;
-  key: string;
-  errcode: number;
-  errmsg: string;
-  attempts: number;
-  clientMsgId: string;
-}
+import type { DeadLetter as Dead, QueueSummary } from '../../src/server/control-protocol.js';
 
 describe('mega <name> dlq and queue', () => {
   let sim: SimulatorHandle;
@@ -80,7 +71,7 @@ describe('mega <name> dlq and queue', () => {
     const offline = await cli('dlq', 'retry', '--all');
     assert.equal(offline.code, 0, offline.stderr);
     assert.match(offline.stdout, /2 dead letter\(s\) queued again/);
-    const q = JSON.parse((await cli('queue', '--json')).stdout) as { running: boolean; depth: number };
+    const q = JSON.parse((await cli('queue', '--json')).stdout) as QueueSummary & { running: boolean };
     assert.deepEqual([q.running, q.depth], [false, 2]);
     assert.match((await cli('dlq', 'list')).stdout, /no dead letters/);
 

@@ -13,6 +13,7 @@ import { spawnMega, stopChild, tempDir, writeIni } from '../helpers/processes.js
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, startStack } from '../helpers/stack.js';
 import { RawClient } from '../helpers/client.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
+import type { DaemonStatus } from '../../src/server/control-protocol.js';
 
 const available = await mysqlAvailable();
 const TEMPLATE = JSON.stringify({ template_id: 't', data: { first: { value: '${v}' } } });
@@ -83,7 +84,7 @@ describe('faults', () => {
     // the outage: 3 s by default; MEGA_OUTAGE_S=60 shows a one-minute outage
     await new Promise((r) => setTimeout(r, Number(process.env.MEGA_OUTAGE_S ?? 3) * 1000));
 
-    const status = JSON.parse((await runStatus(stack.configDir)).stdout) as { paused: { reason: string } | null; failed: number };
+    const status = JSON.parse((await runStatus(stack.configDir)).stdout) as DaemonStatus;
     assert.equal(status.paused?.reason, 'unreachable');
     assert.equal(status.failed, 0);
 

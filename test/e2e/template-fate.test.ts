@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { encodePush, encodeSend, encodeTset, MAX_VARIABLES_DEPTH } from '../../src/protocol/index.js';
 import { runMega } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
+import type { QueueSummary } from '../../src/server/control-protocol.js';
 
 const ORDER = {
   touser: '${OPENID}',
@@ -100,7 +101,7 @@ describe('template fate end to end', () => {
       const refusedSend = await client.request(encodeSend(2, 'oREJ2', 'order', null), 2);
       assert.deepEqual([refusedSend.code, refusedSend.message.toString()], [400, 'missing variables: product, price, time']);
       const queue = await runMega([stack.name, 'queue', '--json', '--config-dir', stack.configDir]);
-      assert.equal((JSON.parse(queue.stdout) as { depth: number }).depth, 0, 'nothing was queued');
+      assert.equal((JSON.parse(queue.stdout) as QueueSummary).depth, 0, 'nothing was queued');
 
       const ok = await client.request(encodePush(3, 'oREJ3', 'order', { product: 'tea', price: null, time: 7 }), 3);
       assert.equal(ok.code, 200);

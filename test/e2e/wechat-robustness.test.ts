@@ -19,30 +19,10 @@ import type { IniSections } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 import type { RawClient } from '../helpers/client.js';
 import type { ReceivedMessage, SimulatorStats } from '../../src/simulator/index.js';
+import type { DaemonStatus as Status, DeadLetter as Dead } from '../../src/server/control-protocol.js';
 
 const TEMPLATE = { touser: '${OPENID}', template_id: 'tmpl-robust', data: { first: { value: 'n=${n}' } } };
 const KEY = 'robust';
-
-interface Status {
-  sent: number;
-  failed: number;
-  failedByErrcode: Record<string, number>;
-  retriesPending: number;
-  sendRate: number;
-  paused: null | { reason: 'quota' | 'token'; since: string; detail: string };
-  token: { ageSeconds: number | null; fetches: number; error: string | null };
-  quota: null | { dailyLimit: number; used: number; remain: number };
-  queue: { depth: number };
-}
-
-interface Dead {
-  id: number;
-  openid: string;
-  key: string;
-  errcode: number;
-  errmsg: string;
-  attempts: number;
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -18,7 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { openTaskStore, type TaskStore } from '../../src/tasks/index.js';
-import type { DaemonStatus } from '../../src/server/daemon.js';
+import type { DaemonStatus } from '../../src/server/control-protocol.js';
 import { MEGA_BIN } from '../helpers/paths.js';
 import { runMega } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';

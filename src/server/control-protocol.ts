@@ -1,0 +1,147 @@
+/**
+ * The control channel's vocabulary: every request the daemon's control socket takes, and the
+ * answer each one gets. The daemon (server/daemon.ts), the CLI (`status`, `queue`, `dlq`,
+ * `resume`, and the commands that ask where the daemon listens), the benchmarks and the tests
+ * all read these types; none declares a shape of its own.
+ *
+ * Wire format (server/control.ts): one JSON request line in, one JSON {@link ControlReply} line out.
+ */
+import type { ListenAddress } from '../config/config.js';
+import type { QueueStats } from '../queue/index.js';
+import type { PauseState } from '../dispatch/dispatcher.js';
+import type { DeadLetter, DeadLetterSelector } from '../dispatch/dead-letter.js';
+import { BadRequestError } from '../errors.js';
+
+export type { DeadLetter, DeadLetterSelector, PauseState };
+
+/** The answer to `status` (and, with `state: 'running'`, what `mega <name> status --json` prints). */
+export interface DaemonStatus {
+  name: string;
+  pid: number;
+  uptimeSeconds: number;
+  /** Where it listens, with the port it actually got when `[server] listen[]` says port 0. */
+  listen: ListenAddress[];
+  connections: number;
+  templates: number;
+  workers: number;
+  queue: QueueSummary;
+  sent: number;
+  failed: number;
+  failedByErrcode: Record<string, number>;
+  retriesPending: number;
+  running: number;
+  /** Messages delivered per second over the last seconds. */
+  sendRate: number;
+  /** null while dispatching; why not otherwise. */
+  paused: PauseState | null;
+  token: { ageSeconds: number | null; fetches: number; error: string | null };
+  /** The account's daily quota for template/send, where quota/get answers it. */
+  quota: { dailyLimit: number; used: number; remain: number } | null;
+}
+
+/** The answer to `queue` (and `status.queue`); the CLI computes the same from the files when the daemon is stopped. */
+export interface QueueSummary {
+  depth: number;
+  inFlight: number;
+  oldestAgeSeconds: number | null;
+  segments: number;
+  bytes: number;
+}
+
+export function queueSummary(q: QueueStats, now = Date.now()): QueueSummary {
+  return {
+    depth: q.depth,
+    inFlight: q.inFlight,
+    segments: q.segments,
+    bytes: q.bytes,
+    oldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.round((now - q.oldestEnqueuedAt) / 1000),
+  };
+}
+
+/** The answer to `resume`: false when dispatch was not paused. */
+export interface ResumeAnswer {
+  resumed: boolean;
+}
+
+/** The answer to `dlq-retry`: the entries queued again, and the asked-for ids that are not in the log. */
+export interface DeadLetterRetry {
+  retried: DeadLetter[];
+  missing: number[];
+}
+
+/** Every request the control socket takes. */
+export type ControlRequest =
+  | { cmd: 'status' }
+  | { cmd: 'queue' }
+  | { cmd: 'resume' }
+  | { cmd: 'dlq-list' }
+  | { cmd: 'dlq-retry'; selector: DeadLetterSelector };
+
+export type ControlCommand = ControlRequest['cmd'];
+
+/** What each request is answered with. */
+export interface ControlAnswers {
+  status: DaemonStatus;
+  queue: QueueSummary;
+  resume: ResumeAnswer;
+  'dlq-list': DeadLetter[];
+  'dlq-retry': DeadLetterRetry;
+}
+
+export type RequestOf<C extends ControlCommand> = Extract<ControlRequest, { cmd: C }>;
+export type AnswerOf<C extends ControlCommand> = ControlAnswers[C];
+
+/** One line out of the control socket. */
+export type ControlReply<C extends ControlCommand = ControlCommand> = { ok: true; result: AnswerOf<C> } | { ok: false; error: string };
+
+/**
+ * The daemon's side: one function per request. A request added to {@link ControlRequest}
+ * without an entry here (or an entry answering the wrong type) does not compile.
+ */
+export type ControlHandlers = { [C in ControlCommand]: (request: RequestOf<C>) => Promise<AnswerOf<C>> | AnswerOf<C> };
+
+function selectorOf(value: unknown): DeadLetterSelector {
+  const v = value as { all?: unknown; ids?: unknown } | null;
+  if (v !== null && typeof v === 'object' && v.all === true) return { all: true };
+  if (v !== null && typeof v === 'object' && Array.isArray(v.ids) && v.ids.every((id) => Number.isSafeInteger(id) && (id as number) > 0)) {
+    return { ids: v.ids as number[] };
+  }
+  throw new BadRequestError('dlq-retry needs a selector: {"all":true} or {"ids":[<job id>, ...]}');
+}
+
+/** A parsed request line, checked: what the socket received is untrusted JSON. */
+export function parseControlRequest(value: unknown): ControlRequest {
+  const cmd = (value as { cmd?: unknown } | null)?.cmd;
+  if (typeof cmd !== 'string') throw new BadRequestError('missing cmd');
+  switch (cmd) {
+    case 'status':
+    case 'queue':
+    case 'resume':
+    case 'dlq-list':
+      return { cmd };
+    case 'dlq-retry':
+      return { cmd, selector: selectorOf((value as { selector?: unknown }).selector) };
+    default:
+      throw new BadRequestError(`unknown control command ${JSON.stringify(cmd)}`);
+  }
+}
+
+/** Runs the handler of a request. The switch is exhaustive: a request without a case does not compile. */
+export async function answerControl(handlers: ControlHandlers, request: ControlRequest): Promise<AnswerOf<ControlCommand>> {
+  switch (request.cmd) {
+    case 'status':
+      return handlers.status(request);
+    case 'queue':
+      return handlers.queue(request);
+    case 'resume':
+      return handlers.resume(request);
+    case 'dlq-list':
+      return handlers['dlq-list'](request);
+    case 'dlq-retry':
+      return handlers['dlq-retry'](request);
+    default: {
+      const unhandled: never = request;
+      throw new BadRequestError(`unknown control command ${JSON.stringify((unhandled as { cmd: unknown }).cmd)}`);
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * The control channel over a real Unix socket: each request gets its own answer type, a line
+ * that is not one of the requests is answered with an error and reaches no handler.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import path from 'node:path';
+import { pino } from 'pino';
+import { ControlServer, controlRequest } from '../../src/server/control.js';
+import { parseControlRequest, type ControlHandlers, type DaemonStatus, type DeadLetterSelector } from '../../src/server/control-protocol.js';
+import { tempDir } from '../helpers/processes.js';
+
+const STATUS = { name: 'ctl', pid: 1, listen: [{ host: '127.0.0.1', port: 9 }] } as DaemonStatus;
+
+/** One raw line to the socket, one line back. */
+function rawLine(socket: string, line: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(socket, () => s.write(line + '\n'));
+    let data = '';
+    s.setEncoding('utf8').on('data', (d: string) => (data += d));
+    s.on('error', reject);
+    s.on('end', () => resolve(JSON.parse(data)));
+  });
+}
+
+describe('control channel', () => {
+  const socket = path.join(tempDir('mega-control-'), 'ctl.sock');
+  const retried: DeadLetterSelector[] = [];
+  const handlers: ControlHandlers = {
+    status: () => STATUS,
+    queue: () => ({ depth: 3, inFlight: 1, oldestAgeSeconds: null, segments: 1, bytes: 100 }),
+    resume: async () => ({ resumed: true }),
+    'dlq-list': () => [],
+    'dlq-retry': ({ selector }) => {
+      retried.push(selector);
+      return { retried: [], missing: 'ids' in selector ? selector.ids : [] };
+    },
+  };
+  const server = new ControlServer(socket, handlers, pino({ level: 'silent' }));
+  after(() => server.close());
+
+  it('answers each request with its own answer type', async () => {
+    await server.listen();
+    const status = await controlRequest(socket, { cmd: 'status' });
+    assert.equal(status.listen[0]!.port, 9);
+    assert.equal((await controlRequest(socket, { cmd: 'queue' })).depth, 3);
+    assert.equal((await controlRequest(socket, { cmd: 'resume' })).resumed, true);
+    assert.deepEqual(await controlRequest(socket, { cmd: 'dlq-list' }), []);
+    assert.deepEqual((await controlRequest(socket, { cmd: 'dlq-retry', selector: { ids: [4, 5] } })).missing, [4, 5]);
+    assert.deepEqual(retried, [{ ids: [4, 5] }]);
+  });
+
+  it('refuses a line that is not a control request, before any handler', async () => {
+    assert.deepEqual(await rawLine(socket, '{"cmd":"shutdown"}'), { ok: false, error: 'unknown control command "shutdown"' });
+    assert.deepEqual(await rawLine(socket, '{"nocmd":1}'), { ok: false, error: 'missing cmd' });
+    const bad = (await rawLine(socket, '{"cmd":"dlq-retry","selector":{"ids":["1; rm"]}}')) as { ok: boolean; error: string };
+    assert.equal(bad.ok, false);
+    assert.match(bad.error, /dlq-retry needs a selector/);
+    assert.equal(retried.length, 1, 'no handler ran');
+    await assert.rejects(controlRequest(socket, { cmd: 'dlq-retry', selector: { all: false } as unknown as DeadLetterSelector }), /dlq-retry needs a selector/);
+  });
+
+  it('parses only the known requests, keeping nothing else of the line', () => {
+    assert.deepEqual(parseControlRequest({ cmd: 'status', extra: 1 }), { cmd: 'status' });
+    assert.deepEqual(parseControlRequest({ cmd: 'dlq-retry', selector: { all: true, ids: [1] } }), { cmd: 'dlq-retry', selector: { all: true } });
+    assert.throws(() => parseControlRequest(null), (e: unknown) => (e as { code?: string }).code === 'MEGA_ERR_BAD_REQUEST');
+  });
+});
