@@ -1,20 +1,19 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { FileQueue } from '../queue/index.js';
-import type { TaskPool } from '../workers/pool.js';
-import type { JobMessage } from '../workers/messages.js';
-import type { TokenManager } from '../wechat/token-manager.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
-import { decodeJobRecord, type JobRecord } from '../jobs/record.js';
-import type { DeadLetter, DeadLetterLog } from './dead-letter.js';
+import type { DeadLetter } from './dead-letter.js';
+import { systemClock, type Clock, type DeadLetterSink, type JobMessage, type JobQueue, type Timer, type TokenSource, type WorkerPool } from './ports.js';
 import { RateLimiter, RateMeter } from './rate.js';
+import { clientMessage, deadLetterOf, giveUp } from './settle.js';
 
 export interface DispatcherOptions {
-  queue: FileQueue;
-  pool: TaskPool;
-  tokens: TokenManager;
-  deadLetters: DeadLetterLog;
+  queue: JobQueue;
+  pool: WorkerPool;
+  tokens: TokenSource;
+  deadLetters: DeadLetterSink;
   logger: Logger;
+  /** Every delay and timestamp (tests pass a clock they advance by hand). @defaultValue systemClock */
+  clock?: Clock;
   /** First retry delay; doubles each attempt, with jitter. @defaultValue 1000 */
   retryBaseMs?: number;
   /** Attempts after the first before a job fails for good. @defaultValue 5 */
@@ -47,8 +46,8 @@ export interface PauseState {
   detail: string;
 }
 
-/** A job taken from the queue and not yet finished. */
-interface HeldJob {
+/** A job read from the queue and not yet finished. */
+interface TakenJob {
   message: JobMessage;
   /** Failed attempts that count against retry_max (-1, 5xx, timeouts). */
   attempts: number;
@@ -68,6 +67,13 @@ export interface Settlement {
   message: string;
 }
 
+export type DispatcherEvents = {
+  /** A Send job is finished (see Settlement). */
+  settled: [settlement: Settlement];
+  /** After outcomes were handled, no job is running, waiting to retry or kept by a pause. */
+  drained: [];
+};
+
 export interface DispatcherStats {
   sent: number;
   failed: number;
@@ -84,28 +90,36 @@ export interface DispatcherStats {
  * Moves jobs from the queue to the task workers in FIFO order, and decides what each
  * outcome means: acknowledge, retry later, refresh the token, or dead-letter.
  * A job leaves the queue (ack) only once it is delivered or its failure is recorded.
+ *
+ * A job set aside (waiting out its retry delay, or kept through a quota or unreachable pause)
+ * is held in the queue; when it may go again it is released, and read() hands it out before
+ * any new job. Its attempt counts stay here, in `jobs`.
  */
-export class Dispatcher extends EventEmitter {
-  private readonly held = new Map<number, HeldJob>();
-  /** Jobs whose retry delay has passed, dispatched before new queue records. */
-  private readonly retryReady: HeldJob[] = [];
-  private readonly retryTimers = new Set<NodeJS.Timeout>();
+export class Dispatcher extends EventEmitter<DispatcherEvents> {
+  /** Jobs read from the queue and not finished: running, waiting to retry, or kept by a pause. */
+  private readonly jobs = new Map<number, TakenJob>();
+  /** Of `jobs`, those released to the queue and not read back yet. */
+  private readonly released = new Set<number>();
+  /** Of `jobs`, those held in the queue until the pause ends (one at a time goes as a probe). */
+  private readonly paused = new Set<number>();
+  private readonly retryTimers = new Set<Timer>();
   private pumping = false;
   private pumpAgain = false;
   private stopped = false;
-  private tokenWait: NodeJS.Timeout | undefined;
+  private tokenWait: Timer | undefined;
   private tokenError: string | undefined;
   private tokenErrorSince = '';
   /**
    * Set while the daily quota is used up or the API cannot be reached: every job is kept and
-   * only one probe job at a time is dispatched, after `holdDelayMs`.
+   * only one probe job at a time is dispatched, after `pauseDelayMs`.
    */
-  private hold: PauseState | undefined;
-  private holdDelayMs = 0;
-  private probeTimer: NodeJS.Timeout | undefined;
+  private pause: PauseState | undefined;
+  private pauseDelayMs = 0;
+  private probeTimer: Timer | undefined;
   private probeDue = false;
   private probeId: number | undefined;
-  private rateTimer: NodeJS.Timeout | undefined;
+  private rateTimer: Timer | undefined;
+  private readonly clock: Clock;
   private readonly limiter: RateLimiter;
   private readonly sendRate = new RateMeter();
   private readonly quotaRetryIntervalMs: number;
@@ -120,14 +134,15 @@ export class Dispatcher extends EventEmitter {
 
   constructor(private readonly options: DispatcherOptions) {
     super();
+    this.clock = options.clock ?? systemClock;
     this.retryBaseMs = options.retryBaseMs ?? 1000;
     this.retryMax = options.retryMax ?? 5;
     this.retryCapMs = options.retryCapMs ?? 60000;
     this.holdFactor = options.holdFactor ?? 4;
     this.random = options.random ?? Math.random;
-    this.limiter = new RateLimiter(options.rateLimit ?? 0, Date.now());
+    this.limiter = new RateLimiter(options.rateLimit ?? 0, this.clock.now());
     this.quotaRetryIntervalMs = options.quotaRetryIntervalMs ?? 600000;
-    options.pool.on('outcomes', (outcomes: JobOutcome[]) => this.onOutcomes(outcomes));
+    options.pool.on('outcomes', (outcomes) => this.onOutcomes(outcomes));
   }
 
   start(): void {
@@ -140,41 +155,60 @@ export class Dispatcher extends EventEmitter {
       sent: this.sent,
       failed: this.failed,
       failedByErrcode: { ...this.failedByErrcode },
-      retriesPending: this.retryTimers.size + this.retryReady.length,
+      retriesPending: this.retryTimers.size + this.released.size + this.paused.size,
       running: this.options.pool.inFlight,
       tokenError: this.tokenError,
       paused:
-        this.hold ??
+        this.pause ??
         (this.tokenError ? { reason: 'token', since: this.tokenErrorSince, detail: this.tokenError } : null),
-      sendRate: Math.round(this.sendRate.perSecond(Date.now()) * 10) / 10,
+      sendRate: Math.round(this.sendRate.perSecond(this.clock.now()) * 10) / 10,
     };
   }
 
   /** Ends a hold now (`mega <name> resume`); returns whether dispatch was on hold. */
   resume(): boolean {
-    if (!this.hold) return false;
+    if (!this.pause) return false;
     this.options.logger.info('dispatch resumed by request');
-    this.endHold();
+    this.endPause();
     this.pump();
     return true;
   }
 
-  private endHold(): void {
-    this.hold = undefined;
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
+  /** Sets the job aside in the queue. After stop() nothing is held or released: every job not acknowledged comes again after the next start anyway. */
+  private holdJob(id: number): void {
+    if (!this.stopped) this.options.queue.hold(id);
+  }
+
+  /** Puts the job back in circulation: the next read() hands it out before any new job. */
+  private releaseJob(id: number): void {
+    if (this.stopped) return;
+    this.released.add(id);
+    this.options.queue.release(id);
+  }
+
+  private endPause(): void {
+    this.pause = undefined;
     this.probeDue = false;
     this.probeId = undefined;
-    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer?.cancel();
     this.probeTimer = undefined;
+    // back together, in queue order: release() puts them at the front of the line by id
+    for (const id of this.paused) this.releaseJob(id);
+    this.paused.clear();
   }
 
   /**
    * Quota: probe every quota_retry_interval. Unreachable: probe after retry_base_ms, doubling
    * up to 30 s. A quota answer while unreachable turns the hold into a quota hold.
    */
-  private startHold(reason: 'quota' | 'unreachable', detail: string): void {
-    if (this.hold?.reason === reason || (this.hold?.reason === 'quota' && reason === 'unreachable')) return;
-    this.hold = { reason, since: new Date().toISOString(), detail };
-    this.holdDelayMs = reason === 'quota' ? this.quotaRetryIntervalMs : this.retryBaseMs;
+  private startPause(reason: 'quota' | 'unreachable', detail: string): void {
+    if (this.pause?.reason === reason || (this.pause?.reason === 'quota' && reason === 'unreachable')) return;
+    this.pause = { reason, since: this.isoNow(), detail };
+    this.pauseDelayMs = reason === 'quota' ? this.quotaRetryIntervalMs : this.retryBaseMs;
     if (reason === 'quota') {
       this.options.logger.warn(
         { probeEverySeconds: this.quotaRetryIntervalMs / 1000 },
@@ -187,31 +221,33 @@ export class Dispatcher extends EventEmitter {
   }
 
   private scheduleProbe(): void {
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    this.probeTimer = setTimeout(() => {
+    this.probeTimer?.cancel();
+    this.probeTimer = undefined;
+    if (this.stopped) return;
+    this.probeTimer = this.clock.setTimer(this.pauseDelayMs, () => {
       this.probeTimer = undefined;
       this.probeDue = true;
       this.pump();
-    }, this.holdDelayMs);
+    });
   }
 
-  /** What a probe's answer means for the hold it was sent to test. */
+  /** What a probe's answer means for the pause it was sent to test. */
   private onProbe(outcome: JobOutcome): void {
     this.probeId = undefined;
     if (outcome.kind === OutcomeKind.Quota) {
-      if (this.hold?.reason !== 'quota') {
-        this.hold = undefined;
-        this.startHold('quota', outcome.errmsg ?? 'daily quota reached');
+      if (this.pause?.reason !== 'quota') {
+        this.pause = undefined;
+        this.startPause('quota', outcome.errmsg ?? 'daily quota reached');
       } else {
         this.scheduleProbe();
       }
     } else if (outcome.kind === OutcomeKind.Unreachable || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
       // no answer at all tells nothing about the quota; for an unreachable API, wait longer
-      if (this.hold?.reason === 'unreachable') this.holdDelayMs = Math.min(this.holdDelayMs * 2, 30000);
+      if (this.pause?.reason === 'unreachable') this.pauseDelayMs = Math.min(this.pauseDelayMs * 2, 30000);
       this.scheduleProbe();
     } else {
-      this.options.logger.info({ hold: this.hold?.reason }, 'WeChat answers again: dispatch resumes');
-      this.endHold();
+      this.options.logger.info({ hold: this.pause?.reason }, 'WeChat answers again: dispatch resumes');
+      this.endPause();
     }
   }
 
@@ -235,11 +271,13 @@ export class Dispatcher extends EventEmitter {
     const { pool, queue, tokens, logger } = this.options;
     for (;;) {
       if (this.stopped || this.tokenWait || this.rateTimer) return;
-      if (this.hold && !this.probeDue) return;
-      const free = pool.free;
-      const room = pool.capacity * this.holdFactor - this.held.size;
-      if (free === 0 || (this.retryReady.length === 0 && room <= 0)) return;
-      if (this.retryReady.length === 0 && queue.stats().depth - queue.stats().inFlight <= 0) return;
+      if (this.pause && !this.probeDue) return;
+      // Jobs already taken that may go now: the released ones; during a pause, a kept one as the probe.
+      const again = this.released.size + this.paused.size;
+      const room = pool.capacity * this.holdFactor - this.jobs.size;
+      if (pool.free === 0 || (again === 0 && room <= 0)) return;
+      const waiting = queue.stats();
+      if (again === 0 && waiting.depth - waiting.inFlight <= 0) return;
 
       let token: string;
       try {
@@ -252,42 +290,52 @@ export class Dispatcher extends EventEmitter {
         // what it means for dispatch.
         const message = err instanceof Error ? err.message : String(err);
         if (!this.tokenError) logger.warn({ reason: message }, 'no access token: dispatch waits, every job stays queued');
-        if (!this.tokenError) this.tokenErrorSince = new Date().toISOString();
+        if (!this.tokenError) this.tokenErrorSince = this.isoNow();
         this.tokenError = message;
-        this.tokenWait = setTimeout(() => {
+        this.tokenWait = this.clock.setTimer(this.retryBaseMs, () => {
           this.tokenWait = undefined;
           this.pump();
-        }, this.retryBaseMs);
+        });
         return;
       }
       if (this.stopped) return;
 
-      const batch: JobMessage[] = [];
-      let nowFree = pool.free;
-      if (this.hold) nowFree = Math.min(nowFree, 1);
-      nowFree = this.limiter.take(nowFree, Date.now());
-      if (nowFree === 0) {
-        this.rateTimer = setTimeout(() => {
+      let permits = pool.free;
+      if (this.pause) permits = Math.min(permits, 1);
+      permits = this.limiter.take(permits, this.clock.now());
+      if (permits === 0) {
+        this.rateTimer = this.clock.setTimer(this.limiter.waitMs(), () => {
           this.rateTimer = undefined;
           this.pump();
-        }, this.limiter.waitMs());
+        });
         return;
       }
-      while (batch.length < nowFree && this.retryReady.length > 0) {
-        const job = this.retryReady.shift()!;
-        job.sends++;
-        batch.push(job.message);
+      if (this.pause && this.released.size === 0) {
+        // the probe: the first job the pause kept (none: a job never handed out)
+        let first: number | undefined;
+        for (const id of this.paused) if (first === undefined || id < first) first = id;
+        if (first !== undefined) {
+          this.paused.delete(first);
+          this.releaseJob(first);
+        }
       }
-      const fromQueue = Math.min(nowFree - batch.length, pool.capacity * this.holdFactor - this.held.size);
-      if (fromQueue > 0) {
-        for (const record of queue.read(fromQueue)) {
+      // read() hands out the released jobs first, so at most `room` new ones
+      const count = Math.min(permits, this.released.size + Math.max(0, pool.capacity * this.holdFactor - this.jobs.size));
+      const batch: JobMessage[] = [];
+      for (const record of count > 0 ? queue.read(count) : []) {
+        const known = this.jobs.get(record.id);
+        if (known) {
+          this.released.delete(record.id);
+          known.sends++;
+          batch.push(known.message);
+        } else {
           const message: JobMessage = { id: record.id, payload: record.payload.toString('utf8') };
-          this.held.set(record.id, { message, attempts: 0, sends: 1, tokenRetried: false });
+          this.jobs.set(record.id, { message, attempts: 0, sends: 1, tokenRetried: false });
           batch.push(message);
         }
       }
       if (batch.length === 0) return;
-      if (this.hold) {
+      if (this.pause) {
         this.probeDue = false;
         this.probeId = batch[0]!.id;
       }
@@ -297,10 +345,9 @@ export class Dispatcher extends EventEmitter {
 
   private onOutcomes(outcomes: JobOutcome[]): void {
     const dead: DeadLetter[] = [];
-    const finished: Array<{ outcome: JobOutcome; job: HeldJob }> = [];
-    const heldBack: HeldJob[] = [];
+    const finished: Array<{ outcome: JobOutcome; job: TakenJob }> = [];
     for (const outcome of outcomes) {
-      const job = this.held.get(outcome.id);
+      const job = this.jobs.get(outcome.id);
       if (!job) continue;
       if (outcome.id === this.probeId) this.onProbe(outcome);
       switch (outcome.kind) {
@@ -314,22 +361,24 @@ export class Dispatcher extends EventEmitter {
           this.options.tokens.invalidate(outcome.token ?? '');
           if (!job.tokenRetried) {
             job.tokenRetried = true;
-            this.retryReady.push(job);
+            this.releaseJob(outcome.id);
           } else {
             finished.push({ outcome: { ...outcome, kind: OutcomeKind.Failed }, job });
           }
           break;
         case OutcomeKind.Quota:
         case OutcomeKind.Unreachable:
-          // Not the job's fault: it keeps its place (front of the line) and its attempt count.
-          heldBack.push(job);
-          if (outcome.kind === OutcomeKind.Quota) this.startHold('quota', outcome.errmsg ?? 'daily quota reached');
-          else this.startHold('unreachable', outcome.reason ?? 'connection failed');
+          // Not the job's fault: it keeps its attempt count, and its place in the line
+          // (released with the others, in queue order, when the pause ends).
+          this.holdJob(outcome.id);
+          this.paused.add(outcome.id);
+          if (outcome.kind === OutcomeKind.Quota) this.startPause('quota', outcome.errmsg ?? 'daily quota reached');
+          else this.startPause('unreachable', outcome.reason ?? 'connection failed');
           break;
         case OutcomeKind.Retry:
           job.attempts++;
           if (job.attempts > this.retryMax) {
-            finished.push({ outcome: this.giveUp(outcome, job), job });
+            finished.push({ outcome: giveUp(outcome, job.attempts), job });
           } else {
             this.scheduleRetry(job);
           }
@@ -337,29 +386,29 @@ export class Dispatcher extends EventEmitter {
       }
     }
 
-    // Back to the front of the line together, in queue order (ids rise in FIFO order).
-    this.retryReady.unshift(...heldBack.sort((a, b) => a.message.id - b.message.id));
-
     for (const { outcome, job } of finished) {
       const awaited = outcome.replyKey !== undefined && (this.options.isAwaited?.(outcome.replyKey) ?? false);
-      if (outcome.kind === OutcomeKind.Failed && !awaited) dead.push(this.deadLetter(outcome, job));
+      if (outcome.kind === OutcomeKind.Failed && !awaited) dead.push(deadLetterOf(outcome, job.message.payload, job.sends, this.clock.now()));
     }
     try {
       this.options.deadLetters.append(dead);
     } catch (err) {
-      // Not recorded, so not acknowledged: the jobs stay queued and are tried again after a restart.
+      // Not recorded, so not acknowledged: the jobs stay queued (held) and are tried again after a restart.
       this.options.logger.error({ err, jobs: dead.length }, 'cannot write the dead-letter log; failed jobs stay queued');
       const unrecorded = new Set(dead.map((d) => d.id));
-      for (const { job } of finished) if (unrecorded.has(job.message.id)) this.held.delete(job.message.id);
+      for (const id of unrecorded) {
+        this.jobs.delete(id);
+        this.holdJob(id);
+      }
       finished.splice(0, finished.length, ...finished.filter(({ job }) => !unrecorded.has(job.message.id)));
     }
 
     for (const { outcome } of finished) {
-      this.held.delete(outcome.id);
+      this.jobs.delete(outcome.id);
       this.options.queue.ack(outcome.id);
       if (outcome.kind === OutcomeKind.Ok) {
         this.sent++;
-        this.sendRate.record(1, Date.now());
+        this.sendRate.record(1, this.clock.now());
       } else {
         this.failed++;
         const code = String(outcome.errcode ?? 'transport');
@@ -369,53 +418,26 @@ export class Dispatcher extends EventEmitter {
           'template message failed',
         );
       }
-      if (outcome.replyKey !== undefined) this.emit('settled', { outcome, message: clientMessage(outcome) } satisfies Settlement);
+      if (outcome.replyKey !== undefined) this.emit('settled', { outcome, message: clientMessage(outcome) });
     }
-    if (this.held.size === 0) this.emit('drained');
+    if (this.jobs.size === 0) this.emit('drained');
     this.pump();
   }
 
-  private giveUp(outcome: JobOutcome, job: HeldJob): JobOutcome {
-    const errcode = outcome.errcode ?? -1;
-    const errmsg = outcome.errmsg ?? `gave up after ${job.attempts} attempts: ${outcome.reason ?? 'unknown error'}`;
-    return {
-      ...outcome,
-      kind: OutcomeKind.Failed,
-      errcode,
-      errmsg,
-      raw: outcome.raw ?? JSON.stringify({ errcode, errmsg }),
-    };
-  }
-
-  private deadLetter(outcome: JobOutcome, job: HeldJob): DeadLetter {
-    let record: Partial<JobRecord> = {};
-    try {
-      record = decodeJobRecord(job.message.payload);
-    } catch {
-      // an undecodable record is still recorded, with what the outcome says of it
-    }
-    return {
-      id: outcome.id,
-      openid: record.o ?? outcome.openid ?? '',
-      key: record.t ?? outcome.key ?? '',
-      clientMsgId: record.m,
-      errcode: outcome.errcode ?? -1,
-      errmsg: outcome.errmsg ?? outcome.reason ?? '',
-      time: new Date().toISOString(),
-      attempts: job.sends,
-      job: job.message.payload,
-    };
-  }
-
-  private scheduleRetry(job: HeldJob): void {
+  private scheduleRetry(job: TakenJob): void {
+    const id = job.message.id;
+    this.holdJob(id);
+    if (this.stopped) return;
     const exp = Math.min(this.retryCapMs, this.retryBaseMs * 2 ** (job.attempts - 1));
     // Full jitter spreads a burst of failures so they do not all come back at once.
     const delay = Math.round(exp / 2 + this.random() * (exp / 2));
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimer(delay, () => {
       this.retryTimers.delete(timer);
-      this.retryReady.push(job);
+      // a pause that began meanwhile keeps it until it ends
+      if (this.pause) this.paused.add(id);
+      else this.releaseJob(id);
       this.pump();
-    }, delay);
+    });
     this.retryTimers.add(timer);
   }
 
@@ -425,36 +447,24 @@ export class Dispatcher extends EventEmitter {
    */
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
-    if (this.tokenWait) clearTimeout(this.tokenWait);
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    if (this.rateTimer) clearTimeout(this.rateTimer);
-    for (const t of this.retryTimers) clearTimeout(t);
+    this.tokenWait?.cancel();
+    this.probeTimer?.cancel();
+    this.rateTimer?.cancel();
+    for (const t of this.retryTimers) t.cancel();
     this.retryTimers.clear();
-    if (this.options.pool.inFlight === 0) return;
     const pool = this.options.pool;
+    if (pool.inFlight === 0) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
-        clearTimeout(timer);
+        timer.cancel();
         pool.off('outcomes', onOutcomes);
         resolve();
       };
       const onOutcomes = (): void => {
         if (pool.inFlight === 0) done();
       };
-      const timer = setTimeout(done, timeoutMs);
+      const timer = this.clock.setTimer(timeoutMs, done);
       pool.on('outcomes', onOutcomes);
     });
-  }
-}
-
-/** The Result message for a Send: WeChat's JSON, with the openid added when it failed. */
-function clientMessage(outcome: JobOutcome): string {
-  const raw = outcome.raw ?? JSON.stringify({ errcode: outcome.errcode ?? -1, errmsg: outcome.errmsg ?? outcome.reason ?? '' });
-  if (outcome.kind === OutcomeKind.Ok) return raw;
-  try {
-    const parsed = JSON.parse(raw) as Record<string, unknown>;
-    return JSON.stringify({ ...parsed, openid: outcome.openid });
-  } catch {
-    return JSON.stringify({ errcode: outcome.errcode ?? -1, errmsg: raw, openid: outcome.openid });
   }
 }

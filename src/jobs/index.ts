@@ -5,3 +5,4 @@
  */
 export { encodeJobRecord, decodeJobRecord, ClientMsgIdGenerator, type JobRecord, type NewJob } from './record.js';
 export { classifyErrcode, DaemonErrcode, OutcomeKind, type JobOutcome } from './outcome.js';
+export type { JobMessage, WorkerPool, WorkerPoolEvents } from './worker-pool.js';

@@ -1,5 +1,6 @@
 import type { CompiledTemplate, MissingVariable } from '../templates/render.js';
 import type { JobOutcome } from '../jobs/outcome.js';
+import type { JobMessage } from '../jobs/worker-pool.js';
 
 /**
  * The only messages that cross between the main thread and a task worker. Enum-typed so
@@ -28,11 +29,8 @@ export interface WorkerInit {
   missingVariable: MissingVariable;
 }
 
-/** A job as handed to a worker: the queue record untouched, plus the token to use. */
-export interface JobMessage {
-  id: number;
-  payload: string;
-}
+// Declared in jobs/, beside the WorkerPool interface the dispatcher uses.
+export type { JobMessage };
 
 export type ToWorkerMessage =
   | { type: ToWorker.Init; init: WorkerInit; templates: CompiledTemplate[] }

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { CompiledTemplate } from '../templates/render.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import { decodeJobRecord } from '../jobs/record.js';
+import type { WorkerPool, WorkerPoolEvents } from '../jobs/worker-pool.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage, type WorkerInit } from './messages.js';
 
 export interface TaskPoolOptions {
@@ -34,7 +35,7 @@ interface Slot {
  *
  * Events: `outcomes` (JobOutcome[]), `idle` (every slot free).
  */
-export class TaskPool extends EventEmitter {
+export class TaskPool extends EventEmitter<WorkerPoolEvents & { idle: [] }> implements WorkerPool {
   private readonly slots: Slot[] = [];
   private closing = false;
   private readonly startTimeoutMs: number;

@@ -1,0 +1,53 @@
+/**
+ * What the Dispatcher needs of the parts around it, and no more, so that each can be replaced:
+ * a second queue backend (JobQueue), fakes in test/dispatch/, a clock a test advances by hand.
+ * The daemon passes FileQueue, TaskPool, TokenManager and the system clock; each satisfies
+ * these structurally (TaskPool says `implements WorkerPool`; TokenManager lives in a lower
+ * layer, wechat/, that may not import this folder).
+ */
+
+import type { DeadLetter } from './dead-letter.js';
+
+export type { JobQueue, JobQueueEvents, JobQueueStats, QueueJob } from '../queue/job-queue.js';
+export type { JobMessage, WorkerPool, WorkerPoolEvents } from '../jobs/worker-pool.js';
+
+/** The shared access token (wechat/token-manager.ts's TokenManager). */
+export interface TokenSource {
+  /**
+   * A token believed valid. Concurrent callers share one refresh; rejects (with the reason,
+   * never the secret) while no token can be had.
+   */
+  get(): Promise<string>;
+  /**
+   * WeChat rejected `token` (40001/40014/42001): forget it if it is still the current one, so
+   * the next get() fetches a new one. A late report about an older token changes nothing.
+   */
+  invalidate(token: string): void;
+}
+
+/** Where permanent failures are recorded before their jobs are acknowledged (DeadLetterLog). */
+export interface DeadLetterSink {
+  /** Durable when it returns; throws when the entries could not be recorded. */
+  append(entries: DeadLetter[]): void;
+}
+
+/** A scheduled callback; cancel() is a no-op once it ran. */
+export interface Timer {
+  cancel(): void;
+}
+
+/** Time, as the dispatcher and its rate limiter see it: every delay and every timestamp. */
+export interface Clock {
+  /** ms since the epoch */
+  now(): number;
+  /** Calls `callback` once, `ms` from now. */
+  setTimer(ms: number, callback: () => void): Timer;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimer(ms, callback) {
+    const handle = setTimeout(callback, ms);
+    return { cancel: () => clearTimeout(handle) };
+  },
+};
