@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolveConfigDir, type MegaConfig } from '../config/config.js';
-import { pidAlive, queueOptions, runningPid } from '../config/service-files.js';
+import { pidAlive, runningPid } from '../config/service-files.js';
 import { StartupError } from '../errors.js';
 import { createLogger, scrubSecrets } from '../log/logger.js';
-import { FileQueue } from '../queue/index.js';
 import { Daemon } from '../server/daemon.js';
 import { controlRequest } from '../server/control.js';
 import type { DaemonStatus } from '../server/control-protocol.js';
@@ -104,11 +103,13 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     logger.info({ signal }, 'stop requested');
     void daemon
       .stop()
-      .then(() => stopDemo?.())
-      .then(() => describeLeftQueued(config))
+      .then(async ({ leftQueued }) => {
+        await stopDemo?.();
+        return leftQueued;
+      })
       .then(
         (left) => {
-          say(`${config.name} stopped; ${left}`);
+          say(`${config.name} stopped; ${left} job${left === 1 ? '' : 's'} left queued in ${config.server.queueFilePath}`);
           log.flush();
           process.exit(0);
         },
@@ -164,19 +165,6 @@ function explainStartFailure(err: unknown, config: MegaConfig): string {
   }
   if (code === 'EACCES' || code === 'EADDRNOTAVAIL') return `${message}. Change [server] listen[] in ${config.file}`;
   return message;
-}
-
-/** After a stop: how many jobs wait in the queue for the next start, read from its files. */
-async function describeLeftQueued(config: MegaConfig): Promise<string> {
-  const where = config.server.queueFilePath;
-  try {
-    const queue = await FileQueue.open(queueOptions(config));
-    const depth = queue.stats().depth;
-    await queue.close();
-    return `${depth} job${depth === 1 ? '' : 's'} left queued in ${where}`;
-  } catch (err) {
-    return `its queue is in ${where} (cannot count it: ${err instanceof Error ? err.message : String(err)})`;
-  }
 }
 
 /** `mega <name> stop`: SIGTERM, then wait for the process to be gone. */

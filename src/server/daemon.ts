@@ -43,7 +43,7 @@ export class Daemon implements RequestHandler {
   private readonly replyPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
   private replySeq = 0;
   private addresses: ListenAddress[] = [];
-  private stopping: Promise<void> | undefined;
+  private stopping: Promise<{ leftQueued: number }> | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -348,27 +348,31 @@ export class Daemon implements RequestHandler {
 
   /**
    * Graceful stop: refuse new requests, let running WeChat calls finish (up to
-   * `shutdown_timeout`), then close the queue cleanly. Unfinished jobs stay queued.
+   * `shutdown_timeout`), then close the queue cleanly. Unfinished jobs stay queued: resolves
+   * with how many, for whoever stopped it to say so.
    */
-  stop(): Promise<void> {
+  stop(): Promise<{ leftQueued: number }> {
     this.stopping ??= this.doStop();
     return this.stopping;
   }
 
-  private async doStop(): Promise<void> {
+  private async doStop(): Promise<{ leftQueued: number }> {
     this.logger.info('mega-wechat stopping');
     this.accepting = false;
     this.server.stopListening();
     await this.dispatcher.stop(this.config.server.shutdownTimeout * 1000);
     await this.server.close();
     await this.pool.close();
+    // Every job not acknowledged by now is handed out again at the next start.
+    const leftQueued = this.queue.stats().depth;
     await this.queue.close();
     this.deadLetters.close();
     await this.tokenClient.close();
     await this.store.close();
     this.control.close();
     if (runningPid(this.config.server.pidFile) === process.pid) rmSync(this.config.server.pidFile, { force: true });
-    this.logger.info('mega-wechat stopped');
+    this.logger.info({ leftQueued }, 'mega-wechat stopped');
+    return { leftQueued };
   }
 }
 
