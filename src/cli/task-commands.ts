@@ -345,7 +345,7 @@ export function registerTaskCommands(program: Command, name: string): void {
   const runOptions = (c: Command): Command =>
     withDaemonLink(
       c
-        .option('--window <n>', 'sends in flight at once (default 64)', parsePositive(10_000))
+        .option('--window <n>', 'most recipients sent and not yet saved: in flight, waiting for a retry, or answered and waiting for the save (default 64)', parsePositive(10_000))
         .option('--quiet', 'print only the outcome line (warnings still go to stderr)')
         .option('--plain', 'a progress line per second instead of a bar'),
     );

@@ -1,5 +1,6 @@
 import os from 'node:os';
 import { backoffDelay } from '../backoff.js';
+import { pidAlive } from '../config/service-files.js';
 import { MegaClientErrorCode, type MegaResult } from '../client/index.js';
 import { MegaConnectionClosedError, TaskStateError } from '../errors.js';
 import { ResultCode } from '../protocol/index.js';
@@ -131,14 +132,6 @@ export function thisOwner(): string {
   return `${os.hostname()}:${process.pid}`;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Whether the process named by `owner` may still be working on the task: on this host, its pid
