@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { DeadLetter } from './dead-letter.js';
 import { systemClock, type Clock, type DeadLetterSink, type JobMessage, type JobQueue, type Timer, type TokenSource, type WorkerPool } from './ports.js';
+import { Pause, type PauseState } from './pause.js';
 import { RateLimiter, RateMeter } from './rate.js';
 import { clientMessage, deadLetterOf, giveUp } from './settle.js';
 
@@ -38,13 +39,7 @@ export interface DispatcherOptions {
   quotaRetryIntervalMs?: number;
 }
 
-/** Why dispatch is on hold. */
-export interface PauseState {
-  reason: 'quota' | 'token' | 'unreachable';
-  /** ISO time the hold began */
-  since: string;
-  detail: string;
-}
+export type { PauseState };
 
 /** A job read from the queue and not yet finished. */
 interface TakenJob {
@@ -110,19 +105,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private tokenError: string | undefined;
   private tokenErrorSince = '';
   /**
-   * Set while the daily quota is used up or the API cannot be reached: every job is kept and
-   * only one probe job at a time is dispatched, after `pauseDelayMs`.
+   * While the daily quota is used up or the API cannot be reached: every job is kept and only
+   * one probe job at a time is dispatched.
    */
-  private pause: PauseState | undefined;
-  private pauseDelayMs = 0;
-  private probeTimer: Timer | undefined;
-  private probeDue = false;
-  private probeId: number | undefined;
+  private readonly pause: Pause;
   private rateTimer: Timer | undefined;
   private readonly clock: Clock;
   private readonly limiter: RateLimiter;
   private readonly sendRate = new RateMeter();
-  private readonly quotaRetryIntervalMs: number;
   private sent = 0;
   private failed = 0;
   private readonly failedByErrcode: Record<string, number> = {};
@@ -141,7 +131,18 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.holdFactor = options.holdFactor ?? 4;
     this.random = options.random ?? Math.random;
     this.limiter = new RateLimiter(options.rateLimit ?? 0, this.clock.now());
-    this.quotaRetryIntervalMs = options.quotaRetryIntervalMs ?? 600000;
+    this.pause = new Pause({
+      clock: this.clock,
+      logger: options.logger,
+      quotaRetryIntervalMs: options.quotaRetryIntervalMs ?? 600000,
+      retryBaseMs: this.retryBaseMs,
+      onProbeDue: () => this.pump(),
+      // back together, in queue order: release() puts them at the front of the line by id
+      onEnd: () => {
+        for (const id of this.paused) this.releaseJob(id);
+        this.paused.clear();
+      },
+    });
     options.pool.on('outcomes', (outcomes) => this.onOutcomes(outcomes));
   }
 
@@ -159,7 +160,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       running: this.options.pool.inFlight,
       tokenError: this.tokenError,
       paused:
-        this.pause ??
+        this.pause.state ??
         (this.tokenError ? { reason: 'token', since: this.tokenErrorSince, detail: this.tokenError } : null),
       sendRate: Math.round(this.sendRate.perSecond(this.clock.now()) * 10) / 10,
     };
@@ -167,9 +168,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Ends a hold now (`mega <name> resume`); returns whether dispatch was on hold. */
   resume(): boolean {
-    if (!this.pause) return false;
+    if (!this.pause.state) return false;
     this.options.logger.info('dispatch resumed by request');
-    this.endPause();
+    this.pause.end();
     this.pump();
     return true;
   }
@@ -178,7 +179,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     return new Date(this.clock.now()).toISOString();
   }
 
-  /** Sets the job aside in the queue. After stop() nothing is held or released: every job not acknowledged comes again after the next start anyway. */
+  /**
+   * Sets the job aside in the queue. After stop() the queue is about to close, so nothing is
+   * held or released any more: every job not acknowledged comes again after the next start.
+   */
   private holdJob(id: number): void {
     if (!this.stopped) this.options.queue.hold(id);
   }
@@ -188,67 +192,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (this.stopped) return;
     this.released.add(id);
     this.options.queue.release(id);
-  }
-
-  private endPause(): void {
-    this.pause = undefined;
-    this.probeDue = false;
-    this.probeId = undefined;
-    this.probeTimer?.cancel();
-    this.probeTimer = undefined;
-    // back together, in queue order: release() puts them at the front of the line by id
-    for (const id of this.paused) this.releaseJob(id);
-    this.paused.clear();
-  }
-
-  /**
-   * Quota: probe every quota_retry_interval. Unreachable: probe after retry_base_ms, doubling
-   * up to 30 s. A quota answer while unreachable turns the hold into a quota hold.
-   */
-  private startPause(reason: 'quota' | 'unreachable', detail: string): void {
-    if (this.pause?.reason === reason || (this.pause?.reason === 'quota' && reason === 'unreachable')) return;
-    this.pause = { reason, since: this.isoNow(), detail };
-    this.pauseDelayMs = reason === 'quota' ? this.quotaRetryIntervalMs : this.retryBaseMs;
-    if (reason === 'quota') {
-      this.options.logger.warn(
-        { probeEverySeconds: this.quotaRetryIntervalMs / 1000 },
-        'daily quota reached (45009): dispatch paused, every job kept; probing with one message at a time',
-      );
-    } else {
-      this.options.logger.error({ reason: detail }, 'WeChat API unreachable: dispatch paused, every job kept; probing with one message at a time');
-    }
-    this.scheduleProbe();
-  }
-
-  private scheduleProbe(): void {
-    this.probeTimer?.cancel();
-    this.probeTimer = undefined;
-    if (this.stopped) return;
-    this.probeTimer = this.clock.setTimer(this.pauseDelayMs, () => {
-      this.probeTimer = undefined;
-      this.probeDue = true;
-      this.pump();
-    });
-  }
-
-  /** What a probe's answer means for the pause it was sent to test. */
-  private onProbe(outcome: JobOutcome): void {
-    this.probeId = undefined;
-    if (outcome.kind === OutcomeKind.Quota) {
-      if (this.pause?.reason !== 'quota') {
-        this.pause = undefined;
-        this.startPause('quota', outcome.errmsg ?? 'daily quota reached');
-      } else {
-        this.scheduleProbe();
-      }
-    } else if (outcome.kind === OutcomeKind.Unreachable || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
-      // no answer at all tells nothing about the quota; for an unreachable API, wait longer
-      if (this.pause?.reason === 'unreachable') this.pauseDelayMs = Math.min(this.pauseDelayMs * 2, 30000);
-      this.scheduleProbe();
-    } else {
-      this.options.logger.info({ hold: this.pause?.reason }, 'WeChat answers again: dispatch resumes');
-      this.endPause();
-    }
   }
 
   /** Hands out as many jobs as the pool has room for. Safe to call at any time. */
@@ -271,7 +214,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const { pool, queue, tokens, logger } = this.options;
     for (;;) {
       if (this.stopped || this.tokenWait || this.rateTimer) return;
-      if (this.pause && !this.probeDue) return;
+      if (this.pause.blocking) return;
       // Jobs already taken that may go now: the released ones; during a pause, a kept one as the probe.
       const again = this.released.size + this.paused.size;
       const room = pool.capacity * this.holdFactor - this.jobs.size;
@@ -301,7 +244,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (this.stopped) return;
 
       let permits = pool.free;
-      if (this.pause) permits = Math.min(permits, 1);
+      if (this.pause.state) permits = Math.min(permits, 1);
       permits = this.limiter.take(permits, this.clock.now());
       if (permits === 0) {
         this.rateTimer = this.clock.setTimer(this.limiter.waitMs(), () => {
@@ -310,7 +253,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         });
         return;
       }
-      if (this.pause && this.released.size === 0) {
+      if (this.pause.state && this.released.size === 0) {
         // the probe: the first job the pause kept (none: a job never handed out)
         let first: number | undefined;
         for (const id of this.paused) if (first === undefined || id < first) first = id;
@@ -335,10 +278,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         }
       }
       if (batch.length === 0) return;
-      if (this.pause) {
-        this.probeDue = false;
-        this.probeId = batch[0]!.id;
-      }
+      if (this.pause.state) this.pause.probing(batch[0]!.id);
       pool.run(batch, token);
     }
   }
@@ -349,7 +289,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const outcome of outcomes) {
       const job = this.jobs.get(outcome.id);
       if (!job) continue;
-      if (outcome.id === this.probeId) this.onProbe(outcome);
+      if (this.pause.isProbe(outcome.id)) this.pause.answer(outcome);
       switch (outcome.kind) {
         case OutcomeKind.Ok:
           finished.push({ outcome, job });
@@ -372,8 +312,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           // (released with the others, in queue order, when the pause ends).
           this.holdJob(outcome.id);
           this.paused.add(outcome.id);
-          if (outcome.kind === OutcomeKind.Quota) this.startPause('quota', outcome.errmsg ?? 'daily quota reached');
-          else this.startPause('unreachable', outcome.reason ?? 'connection failed');
+          if (outcome.kind === OutcomeKind.Quota) this.pause.start('quota', outcome.errmsg ?? 'daily quota reached');
+          else this.pause.start('unreachable', outcome.reason ?? 'connection failed');
           break;
         case OutcomeKind.Retry:
           job.attempts++;
@@ -434,7 +374,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const timer = this.clock.setTimer(delay, () => {
       this.retryTimers.delete(timer);
       // a pause that began meanwhile keeps it until it ends
-      if (this.pause) this.paused.add(id);
+      if (this.pause.state) this.paused.add(id);
       else this.releaseJob(id);
       this.pump();
     });
@@ -448,7 +388,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   async stop(timeoutMs: number): Promise<void> {
     this.stopped = true;
     this.tokenWait?.cancel();
-    this.probeTimer?.cancel();
+    this.pause.stop();
     this.rateTimer?.cancel();
     for (const t of this.retryTimers) t.cancel();
     this.retryTimers.clear();

@@ -1,0 +1,127 @@
+/**
+ * The dispatcher's pause while WeChat's daily quota is used up (45009) or its API cannot be
+ * reached: nothing is dispatched but one probe job at a time, after a delay; the probe's answer
+ * ends the pause, or sets the next probe. The jobs themselves stay with the dispatcher.
+ */
+
+import type { Logger } from 'pino';
+import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
+import type { Clock, Timer } from './ports.js';
+
+/** Why dispatch is on hold. */
+export interface PauseState {
+  reason: 'quota' | 'token' | 'unreachable';
+  /** ISO time the hold began */
+  since: string;
+  detail: string;
+}
+
+export interface PauseOptions {
+  clock: Clock;
+  logger: Logger;
+  /** ms between quota probes (`quota_retry_interval`) */
+  quotaRetryIntervalMs: number;
+  /** first delay before probing an unreachable API (`retry_base_ms`); doubles up to 30 s */
+  retryBaseMs: number;
+  /** A probe may go now: the dispatcher pumps. */
+  onProbeDue: () => void;
+  /** The pause is over: the dispatcher puts back the jobs it kept. */
+  onEnd: () => void;
+}
+
+export class Pause {
+  private current: PauseState | undefined;
+  private delayMs = 0;
+  private timer: Timer | undefined;
+  private due = false;
+  private probeId: number | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: PauseOptions) {}
+
+  /** Why dispatch is paused; undefined when it is not. */
+  get state(): PauseState | undefined {
+    return this.current;
+  }
+
+  /** Paused, and no probe may go now. */
+  get blocking(): boolean {
+    return this.current !== undefined && !this.due;
+  }
+
+  /**
+   * Quota: probe every quota_retry_interval. Unreachable: probe after retry_base_ms, doubling
+   * up to 30 s. A quota answer while unreachable turns the hold into a quota hold.
+   */
+  start(reason: 'quota' | 'unreachable', detail: string): void {
+    if (this.current?.reason === reason || (this.current?.reason === 'quota' && reason === 'unreachable')) return;
+    this.current = { reason, since: new Date(this.o.clock.now()).toISOString(), detail };
+    this.delayMs = reason === 'quota' ? this.o.quotaRetryIntervalMs : this.o.retryBaseMs;
+    if (reason === 'quota') {
+      this.o.logger.warn(
+        { probeEverySeconds: this.o.quotaRetryIntervalMs / 1000 },
+        'daily quota reached (45009): dispatch paused, every job kept; probing with one message at a time',
+      );
+    } else {
+      this.o.logger.error({ reason: detail }, 'WeChat API unreachable: dispatch paused, every job kept; probing with one message at a time');
+    }
+    this.scheduleProbe();
+  }
+
+  /** Job `id` went as the probe. */
+  probing(id: number): void {
+    this.due = false;
+    this.probeId = id;
+  }
+
+  isProbe(id: number): boolean {
+    return id === this.probeId;
+  }
+
+  /** What a probe's answer means for the pause it was sent to test. */
+  answer(outcome: JobOutcome): void {
+    this.probeId = undefined;
+    if (outcome.kind === OutcomeKind.Quota) {
+      if (this.current?.reason !== 'quota') {
+        this.current = undefined;
+        this.start('quota', outcome.errmsg ?? 'daily quota reached');
+      } else {
+        this.scheduleProbe();
+      }
+    } else if (outcome.kind === OutcomeKind.Unreachable || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
+      // no answer at all tells nothing about the quota; for an unreachable API, wait longer
+      if (this.current?.reason === 'unreachable') this.delayMs = Math.min(this.delayMs * 2, 30000);
+      this.scheduleProbe();
+    } else {
+      this.o.logger.info({ hold: this.current?.reason }, 'WeChat answers again: dispatch resumes');
+      this.end();
+    }
+  }
+
+  end(): void {
+    this.current = undefined;
+    this.due = false;
+    this.probeId = undefined;
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.o.onEnd();
+  }
+
+  /** No probe is scheduled from now on. */
+  stop(): void {
+    this.stopped = true;
+    this.timer?.cancel();
+    this.timer = undefined;
+  }
+
+  private scheduleProbe(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+    if (this.stopped) return;
+    this.timer = this.o.clock.setTimer(this.delayMs, () => {
+      this.timer = undefined;
+      this.due = true;
+      this.o.onProbeDue();
+    });
+  }
+}
