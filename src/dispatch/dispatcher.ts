@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import { backoffDelay } from '../backoff.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { DeadLetter } from './dead-letter.js';
 import { systemClock, type Clock, type DeadLetterSink, type JobMessage, type JobQueue, type Timer, type TokenSource, type WorkerPool } from './ports.js';
@@ -368,9 +369,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const id = job.message.id;
     this.holdJob(id);
     if (this.stopped) return;
-    const exp = Math.min(this.retryCapMs, this.retryBaseMs * 2 ** (job.attempts - 1));
-    // Full jitter spreads a burst of failures so they do not all come back at once.
-    const delay = Math.round(exp / 2 + this.random() * (exp / 2));
+    // Jitter spreads a burst of failures so they do not all come back at once.
+    const delay = backoffDelay(job.attempts - 1, { baseMs: this.retryBaseMs, maxMs: this.retryCapMs }, this.random);
     const timer = this.clock.setTimer(delay, () => {
       this.retryTimers.delete(timer);
       // a pause that began meanwhile keeps it until it ends

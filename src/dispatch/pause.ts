@@ -5,8 +5,12 @@
  */
 
 import type { Logger } from 'pino';
+import { backoffDelay } from '../backoff.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { Clock, Timer } from './ports.js';
+
+/** Longest wait between two probes of an unreachable WeChat API. */
+const UNREACHABLE_PROBE_MAX_MS = 30_000;
 
 /** Why dispatch is on hold. */
 export interface PauseState {
@@ -31,7 +35,8 @@ export interface PauseOptions {
 
 export class Pause {
   private current: PauseState | undefined;
-  private delayMs = 0;
+  /** Probes of an unreachable API that got no answer: the backoff's attempt number. */
+  private failedProbes = 0;
   private timer: Timer | undefined;
   private due = false;
   private probeId: number | undefined;
@@ -56,7 +61,7 @@ export class Pause {
   start(reason: 'quota' | 'unreachable', detail: string): void {
     if (this.current?.reason === reason || (this.current?.reason === 'quota' && reason === 'unreachable')) return;
     this.current = { reason, since: new Date(this.o.clock.now()).toISOString(), detail };
-    this.delayMs = reason === 'quota' ? this.o.quotaRetryIntervalMs : this.o.retryBaseMs;
+    this.failedProbes = 0;
     if (reason === 'quota') {
       this.o.logger.warn(
         { probeEverySeconds: this.o.quotaRetryIntervalMs / 1000 },
@@ -90,7 +95,7 @@ export class Pause {
       }
     } else if (outcome.kind === OutcomeKind.Unreachable || (outcome.kind === OutcomeKind.Retry && outcome.errcode === undefined)) {
       // no answer at all tells nothing about the quota; for an unreachable API, wait longer
-      if (this.current?.reason === 'unreachable') this.delayMs = Math.min(this.delayMs * 2, 30000);
+      if (this.current?.reason === 'unreachable') this.failedProbes++;
       this.scheduleProbe();
     } else {
       this.o.logger.info({ hold: this.current?.reason }, 'WeChat answers again: dispatch resumes');
@@ -114,11 +119,18 @@ export class Pause {
     this.timer = undefined;
   }
 
+  /** One probe per quota_retry_interval; for an unreachable API the shared backoff, without jitter (one probe at a time). */
+  private probeDelayMs(): number {
+    if (this.current?.reason === 'quota') return this.o.quotaRetryIntervalMs;
+    const base = this.o.retryBaseMs;
+    return backoffDelay(this.failedProbes, { baseMs: base, maxMs: Math.max(base, UNREACHABLE_PROBE_MAX_MS), jitter: false });
+  }
+
   private scheduleProbe(): void {
     this.timer?.cancel();
     this.timer = undefined;
     if (this.stopped) return;
-    this.timer = this.o.clock.setTimer(this.delayMs, () => {
+    this.timer = this.o.clock.setTimer(this.probeDelayMs(), () => {
       this.timer = undefined;
       this.due = true;
       this.o.onProbeDue();
