@@ -116,7 +116,7 @@ async function daemonAddress(name: string, flags: LinkFlags, config: MegaConfig 
   if (pid !== undefined) {
     // Only the running daemon knows the port it got for `listen[] = ...:0`.
     try {
-      const listening = (await controlRequest(config.server.controlSocket, { cmd: 'status' })).listen[0];
+      const listening = (await controlRequest(config.server.controlSocket, { cmd: 'listen' }))[0];
       if (listening && listening.port > 0) return { host: flags.host ?? connectHost(listening.host), port: listening.port };
     } catch (err) {
       if (first.port === 0) throw new CliFailure(`${name} (pid ${pid}) does not say which port it listens on: ${errorText(err)}; give --port or --connect`);

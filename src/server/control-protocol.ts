@@ -72,6 +72,8 @@ export interface DeadLetterRetry {
 /** Every request the control socket takes. */
 export type ControlRequest =
   | { cmd: 'status' }
+  /** Where the daemon listens: cheap, unlike `status` (which may ask WeChat for the quota). */
+  | { cmd: 'listen' }
   | { cmd: 'queue' }
   | { cmd: 'resume' }
   | { cmd: 'dlq-list' }
@@ -82,6 +84,7 @@ export type ControlCommand = ControlRequest['cmd'];
 /** What each request is answered with. */
 export interface ControlAnswers {
   status: DaemonStatus;
+  listen: ListenAddress[];
   queue: QueueSummary;
   resume: ResumeAnswer;
   'dlq-list': DeadLetter[];
@@ -115,6 +118,7 @@ export function parseControlRequest(value: unknown): ControlRequest {
   if (typeof cmd !== 'string') throw new BadRequestError('missing cmd');
   switch (cmd) {
     case 'status':
+    case 'listen':
     case 'queue':
     case 'resume':
     case 'dlq-list':
@@ -131,6 +135,8 @@ export async function answerControl(handlers: ControlHandlers, request: ControlR
   switch (request.cmd) {
     case 'status':
       return handlers.status(request);
+    case 'listen':
+      return handlers.listen(request);
     case 'queue':
       return handlers.queue(request);
     case 'resume':

@@ -380,6 +380,7 @@ export class Daemon implements RequestHandler {
 function controlHandlers(daemon: () => Daemon): ControlHandlers {
   return {
     status: () => daemon().status(),
+    listen: () => daemon().listening,
     queue: () => daemon().queueSummary(),
     resume: () => ({ resumed: daemon().resume() }),
     'dlq-list': () => daemon().deadLetterList(),

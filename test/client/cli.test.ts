@@ -43,6 +43,12 @@ describe('mega <name> push|send|tset|template', () => {
     return f;
   };
 
+  it('finding the daemon costs WeChat nothing: push asks the control socket where it listens, not for the status (and its quota/get)', async () => {
+    const before = (await sim.get<{ quotaRequests: number }>('/_sim/stats')).quotaRequests;
+    for (let i = 0; i < 3; i++) assert.equal((await mega('push', `oCLIQUOTA${i}`, 'hello', '--data', '{"name":"Q"}')).code, 0);
+    assert.equal((await sim.get<{ quotaRequests: number }>('/_sim/stats')).quotaRequests, before);
+  });
+
   it('push: exit 0 on result 200, 1 on another result', async () => {
     const ok = await mega('push', 'oCLIPUSH1', 'hello', '--data', '{"name":"Ann"}', '--msgid', 'cli-push-1');
     assert.equal(ok.code, 0, ok.stderr);

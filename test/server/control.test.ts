@@ -29,6 +29,7 @@ describe('control channel', () => {
   const retried: DeadLetterSelector[] = [];
   const handlers: ControlHandlers = {
     status: () => STATUS,
+    listen: () => [{ host: '127.0.0.1', port: 9 }],
     queue: () => ({ depth: 3, inFlight: 1, oldestAgeSeconds: null, segments: 1, bytes: 100 }),
     resume: async () => ({ resumed: true }),
     'dlq-list': () => [],
@@ -44,6 +45,7 @@ describe('control channel', () => {
     await server.listen();
     const status = await controlRequest(socket, { cmd: 'status' });
     assert.equal(status.listen[0]!.port, 9);
+    assert.deepEqual(await controlRequest(socket, { cmd: 'listen' }), [{ host: '127.0.0.1', port: 9 }]);
     assert.equal((await controlRequest(socket, { cmd: 'queue' })).depth, 3);
     assert.equal((await controlRequest(socket, { cmd: 'resume' })).resumed, true);
     assert.deepEqual(await controlRequest(socket, { cmd: 'dlq-list' }), []);
