@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import net from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +22,7 @@ export const APP_ID = 'wx_bench_app';
 export const APP_SECRET = 'bench-secret-0123456789abcdef';
 /** The README's sample template (`npm start --demo` installs it): a realistic size and shape. */
 import { SAMPLE_TEMPLATE_KEY as TEMPLATE_KEY, SAMPLE_TEMPLATE as TEMPLATE } from '../../src/cli/demo.js';
+export { freePort } from '../../test/helpers/ports.js';
 export { TEMPLATE_KEY, TEMPLATE };
 /** The variables every benchmark message carries. */
 export const VARIABLES = { product: '巧克力', price: '39.8元', time: '2026-11-26 14:30:00' };
@@ -127,16 +127,6 @@ export async function killHard(child: ChildProcess): Promise<void> {
   const exited = once(child, 'exit');
   child.kill('SIGKILL');
   await exited;
-}
-
-/** A TCP port free right now on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 /** SIGTERM, wait for the exit (SIGKILL after `timeoutMs`, then null). */

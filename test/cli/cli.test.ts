@@ -13,24 +13,8 @@ import { RawClient } from '../helpers/client.js';
 import { encodeSend } from '../../src/protocol/index.js';
 import { TEST_DB_PASSWORD } from '../helpers/secrets.js';
 import type { DaemonStatus } from '../../src/server/control-protocol.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
+import { pidAlive } from '../../src/config/service-files.js';
+import { freePort } from '../helpers/ports.js';
 
 describe('mega CLI', () => {
   let sim: SimulatorHandle;
@@ -63,7 +47,7 @@ describe('mega CLI', () => {
     assert.equal(started.code, 0, started.stderr);
     assert.match(started.stdout, /started in the background \(pid \d+\)/);
     const pid = Number(readFileSync(env.pidFile, 'utf8'));
-    assert.ok(alive(pid), 'daemon process is alive after start returned');
+    assert.ok(pidAlive(pid), 'daemon process is alive after start returned');
 
     // it really serves
     const client = await RawClient.connect(env.port);
@@ -93,13 +77,13 @@ describe('mega CLI', () => {
     assert.equal(restarted.code, 0, restarted.stderr);
     const pid2 = Number(readFileSync(env.pidFile, 'utf8'));
     assert.notEqual(pid2, pid);
-    assert.ok(!alive(pid), 'the old daemon is gone after restart');
-    assert.ok(alive(pid2));
+    assert.ok(!pidAlive(pid), 'the old daemon is gone after restart');
+    assert.ok(pidAlive(pid2));
 
     const stopped = await runMega(['wechat', 'stop', '--config-dir', env.configDir]);
     assert.equal(stopped.code, 0, stopped.stderr);
     assert.match(stopped.stdout, /stopped/);
-    assert.ok(!alive(pid2), 'daemon process is gone after stop returned');
+    assert.ok(!pidAlive(pid2), 'daemon process is gone after stop returned');
     assert.ok(!existsSync(env.pidFile), 'pid file removed');
 
     const down = await runMega(['wechat', 'status', '--config-dir', env.configDir]);

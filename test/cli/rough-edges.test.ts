@@ -8,7 +8,6 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { describeFailure } from '../../src/cli/main.js';
@@ -18,31 +17,8 @@ import { openTemplateStore } from '../../src/templates/index.js';
 import { RawClient } from '../helpers/client.js';
 import { runMega, spawnMega, stopChild, tempDir, writeIni, type IniSections } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, putTemplates, startSimulator, type SimulatorHandle } from '../helpers/stack.js';
-
-async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
-
-/** A port held by this test process until `close()`. */
-async function takenPort(): Promise<{ port: number; close: () => void }> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  return { port: (s.address() as net.AddressInfo).port, close: () => s.close() };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { pidAlive } from '../../src/config/service-files.js';
+import { freePort, takenPort } from '../helpers/ports.js';
 
 interface Env {
   dir: string;
@@ -191,7 +167,7 @@ describe('with a simulator', () => {
     assert.equal(oldCode, 0, 'the foreground daemon stopped gracefully');
     const pid = Number(readFileSync(env.pidFile, 'utf8'));
     assert.notEqual(pid, fg.child.pid);
-    assert.ok(alive(pid), 'the restarted daemon keeps running after restart returned');
+    assert.ok(pidAlive(pid), 'the restarted daemon keeps running after restart returned');
 
     const status = await runMega(['wechat', 'status', '--config-dir', env.configDir]);
     assert.equal(status.code, 0, status.stderr);
@@ -205,7 +181,7 @@ describe('with a simulator', () => {
 
     const stopped = await runMega(['wechat', 'stop', '--config-dir', env.configDir]);
     assert.equal(stopped.code, 0, stopped.stderr);
-    assert.ok(!alive(pid), 'stop ends the restarted daemon');
+    assert.ok(!pidAlive(pid), 'stop ends the restarted daemon');
   });
 
   it('status --json prints JSON when the daemon is not running, and exits 3', async () => {

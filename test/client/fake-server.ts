@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import { FrameDecoder, encodeResult, type Frame } from '../../src/protocol/index.js';
+export { freePort } from '../helpers/ports.js';
 
 /**
  * A scriptable server speaking the frame format, for what a real daemon will not do on demand:
@@ -79,12 +80,3 @@ export class FakeServer {
   }
 }
 
-/** A port nothing listens on (just released). */
-export async function freePort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}

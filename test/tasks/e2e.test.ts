@@ -14,13 +14,13 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { openTaskStore, REPORT_HEADER, type TaskRow, type TaskStore } from '../../src/tasks/index.js';
 import { MEGA_BIN } from '../helpers/paths.js';
 import { runMega, stopChild } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 import { killHard, runSeed, seededRandom, SimRecord, startDaemon, type DaemonProcess } from '../helpers/crash.js';
+import { freePort } from '../helpers/ports.js';
 
 const TOTAL = 10_000;
 const TEMPLATE = {
@@ -28,16 +28,6 @@ const TEMPLATE = {
   template_id: 'tmpl-bulk',
   data: { first: { value: 'Hello ${name}' }, remark: { value: '${shop}' } },
 };
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as net.AddressInfo).port;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 interface Run {
   child: ChildProcess;
