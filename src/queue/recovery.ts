@@ -129,19 +129,27 @@ export async function loadQueue(opts: ResolvedOptions): Promise<RecoveredQueue> 
   }
 }
 
-async function readCheckpoint(opts: ResolvedOptions, file: string, expectFiles: boolean): Promise<Checkpoint | undefined> {
-  const log = opts.logger;
-  let buf: Buffer;
+/**
+ * The bytes of a small bookkeeping file, or undefined when it does not exist. Missing where
+ * segments exist means it was lost: said once, since jobs already acknowledged may then be
+ * delivered again (never lost).
+ */
+async function readBookkeeping(opts: ResolvedOptions, file: string, what: string, expectFiles: boolean): Promise<Buffer | undefined> {
   try {
-    buf = await opts.io.readFile(file);
+    return await opts.io.readFile(file);
   } catch (err) {
     if (errnoCode(err) !== 'ENOENT') throw err;
-    if (expectFiles) log?.warn({ file }, 'queue: checkpoint is missing; acknowledged jobs may be delivered again');
+    if (expectFiles) opts.logger?.warn({ file }, `queue: ${what} is missing; acknowledged jobs may be delivered again`);
     return undefined;
   }
+}
+
+async function readCheckpoint(opts: ResolvedOptions, file: string, expectFiles: boolean): Promise<Checkpoint | undefined> {
+  const buf = await readBookkeeping(opts, file, 'checkpoint', expectFiles);
+  if (!buf) return undefined;
   const cp = decodeCheckpoint(buf);
   if (!cp) {
-    log?.warn(
+    opts.logger?.warn(
       { file, bytes: buf.length },
       `queue: checkpoint is corrupt (${buf.length} bytes); ignoring it, acknowledged jobs may be delivered again`,
     );
@@ -150,18 +158,11 @@ async function readCheckpoint(opts: ResolvedOptions, file: string, expectFiles: 
 }
 
 async function readAckLog(opts: ResolvedOptions, file: string, expectFiles: boolean): Promise<AckLogContents> {
-  const log = opts.logger;
-  let buf: Buffer;
-  try {
-    buf = await opts.io.readFile(file);
-  } catch (err) {
-    if (errnoCode(err) !== 'ENOENT') throw err;
-    if (expectFiles) log?.warn({ file }, 'queue: ack log is missing; acknowledged jobs may be delivered again');
-    return { lowWaterMark: 0, ids: [], validBytes: 0, damagedBytes: 0 };
-  }
+  const buf = await readBookkeeping(opts, file, 'ack log', expectFiles);
+  if (!buf) return { lowWaterMark: 0, ids: [], validBytes: 0, damagedBytes: 0 };
   const acks = decodeAckLog(buf);
   if (acks.damagedBytes > 0) {
-    log?.warn(
+    opts.logger?.warn(
       { file, bytes: acks.damagedBytes, validBytes: acks.validBytes },
       `queue: ignored ${acks.damagedBytes} damaged bytes at offset ${acks.validBytes} of the ack log; acknowledged jobs may be delivered again`,
     );
