@@ -102,6 +102,12 @@ export interface MegaConfig {
     /** @defaultValue 40 MiB */
     segmentSize: number;
   };
+  ledger: {
+    /** @defaultValue true */
+    enabled: boolean;
+    /** @defaultValue 7 */
+    retentionDays: number;
+  };
   log: {
     /** @defaultValue ../logs/<name>.log */
     logFile: string;

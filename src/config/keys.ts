@@ -8,9 +8,9 @@ import { ConfigError } from '../errors.js';
  * table of docs/CONFIGURATION.md (doc.ts) are both produced from it, so they cannot disagree.
  */
 
-export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'log';
+export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'ledger' | 'log';
 
-export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'log'];
+export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'ledger', 'log'];
 
 export interface ListenAddress {
   host: string;
@@ -251,6 +251,9 @@ export const CONFIG_KEYS: readonly KeySpec[] = [
   // ---- [queue]
   { section: 'queue', key: 'fsync', prop: 'fsync', type: '`always` or `none`', defaultText: '`always`', help: '`always`: a Push is answered after fsync (one fsync covers every record written meanwhile). `none`: no fsync — a process crash loses nothing, a power loss may lose the last records', parse: oneOf('always', ['always', 'none']) },
   { section: 'queue', key: 'segment_size', prop: 'segmentSize', type: 'bytes 4096–2147483647', defaultText: '`41943040`', help: 'bytes per queue segment file (40 MiB)', parse: int(40 * 1024 * 1024, 4096, 0x7fffffff) },
+  // ---- [ledger]
+  { section: 'ledger', key: 'enabled', prop: 'enabled', type: '0/1', defaultText: '`1`', help: 'the message ledger (docs/LEDGER.md): every accepted Push and Send gets a row in `{table_prefix}message` of the `[pdo]` store, with its state, attempts and WeChat\'s msgid. `0`: no table, no journal, no cost', parse: bool(true) },
+  { section: 'ledger', key: 'retention_days', prop: 'retentionDays', type: 'days 1–3650', defaultText: '`7`', help: 'rows not changed for this long and no longer `queued` are deleted, a few hundred at a time', parse: int(7, 1, 3650) },
   // ---- [log]
   { section: 'log', key: 'log_file', prop: 'logFile', type: 'path', defaultText: '`../logs/<name>.log`', help: 'JSON lines (pino)', parse: file((ctx) => `../logs/${ctx.name}.log`) },
   { section: 'log', key: 'log_level', prop: 'logLevel', type: 'level', defaultText: '`info`', help: "`trace`, `debug`, `info`, `warn`/`warning`, `error`, `fatal` (monolog's `notice`, `critical`, `alert`, `emergency` map to the nearest)", parse: logLevel },
