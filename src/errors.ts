@@ -278,6 +278,26 @@ export class MegaClientDestroyedError extends MegaError {
   }
 }
 
+/**
+ * `query` got an answer other than a record (200) or "not found" (404): the daemon has no ledger
+ * (503 `ledger disabled`), cannot read it, is stopping, or answered 200 with something that is
+ * not a message record. `resultCode` is the daemon's code; the message carries its text.
+ */
+export class MegaQueryError extends MegaError {
+  readonly resultCode: number;
+  constructor(message: string, resultCode: number) {
+    super(message, 'MEGA_ERR_CLIENT_QUERY');
+    this.resultCode = resultCode;
+  }
+}
+
+/** A question for the message ledger of a daemon that runs without one (`[ledger] enabled = 0`). */
+export class LedgerDisabledError extends MegaError {
+  constructor(message = 'ledger disabled ([ledger] enabled = 0)') {
+    super(message, 'MEGA_ERR_LEDGER_DISABLED');
+  }
+}
+
 // ---------------------------------------------------------------- tasks
 
 /** One bad line of a recipients file. `line` is 1-based, as an editor shows it. */

@@ -10,6 +10,8 @@ export enum ResultCode {
   OK = 200,
   BAD_REQUEST = 400,
   UNAUTHORIZED = 401,
+  /** `query` of a msgid the ledger has no record of. */
+  NOT_FOUND = 404,
   TOO_LARGE = 413,
   INTERNAL = 500,
   UNAVAILABLE = 503,
@@ -43,7 +45,14 @@ export interface TsetRequest {
   key: string;
 }
 
-export type Request = PushRequest | SendRequest | TsetRequest;
+/** `query <msgid>`: the ledger's record of one message. */
+export interface QueryRequest {
+  kind: 'query';
+  opaque: number;
+  msgid: string;
+}
+
+export type Request = PushRequest | SendRequest | TsetRequest | QueryRequest;
 
 export interface Result {
   opaque: number;
@@ -63,14 +72,14 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Gives a frame received by the server its meaning.
- * @throws UnknownCommandError when the first word is not push, send or tset (a client has no business sending `result`).
+ * @throws UnknownCommandError when the first word is not push, send, tset or query (a client has no business sending `result`).
  * @throws BadRequestError for a known command with bad parameters or body; the connection can stay open.
  */
 export function parseRequest(frame: Frame): Request {
   const words = frame.header.split(' ');
   // The first non-empty word, so that " push o1 k1" is a bad push rather than an unknown command.
   const command = words.find((word) => word !== '') ?? '';
-  if (command !== 'push' && command !== 'send' && command !== 'tset') throw new UnknownCommandError(command);
+  if (command !== 'push' && command !== 'send' && command !== 'tset' && command !== 'query') throw new UnknownCommandError(command);
   if (words.includes('')) {
     throw new BadRequestError(`${command}: header words must be separated by single spaces, with none leading or trailing`);
   }
@@ -80,6 +89,13 @@ export function parseRequest(frame: Frame): Request {
     const key = checkKey(words[1]!);
     if (frame.body !== null) throw new BadRequestError('tset takes no body');
     return { kind: 'tset', opaque: frame.opaque, key };
+  }
+
+  if (command === 'query') {
+    if (words.length !== 2) throw new BadRequestError(`query expects exactly <msgid>, got ${words.length - 1} parameters`);
+    const msgid = checkMsgid(words[1]!);
+    if (frame.body !== null) throw new BadRequestError('query takes no body');
+    return { kind: 'query', opaque: frame.opaque, msgid };
   }
 
   if (words.length !== 3 && words.length !== 4) {
@@ -192,6 +208,19 @@ export function encodeSend(
 
 export function encodeTset(opaque: number, key: string): Buffer {
   return encodeFrame({ header: `tset ${checkKey(key)}`, opaque, body: null });
+}
+
+/**
+ * `query <msgid>`: like tset, the frame ends after opaque.
+ * @throws BadRequestError for a msgid the server would refuse.
+ */
+export function encodeQuery(opaque: number, msgid: string): Buffer {
+  return encodeFrame({ header: `query ${checkMsgid(msgid)}`, opaque, body: null });
+}
+
+/** Whether `value` is a msgid the protocol carries: 1-64 characters of [A-Za-z0-9_-]. */
+export function isMsgid(value: unknown): value is string {
+  return typeof value === 'string' && MSGID.test(value);
 }
 
 /** `auth <token>`: the first frame of a connection to a daemon with `[server] auth_token`. */

@@ -6,14 +6,18 @@ export {
   ResultCode,
   encodeAuth,
   encodePush,
+  encodeQuery,
   encodeResult,
   encodeSend,
   encodeTset,
   isAuthToken,
+  isMsgid,
   parseAuth,
   parseRequest,
   parseResult,
   parseVariables,
   MAX_VARIABLES_DEPTH,
 } from './commands.js';
-export type { AuthRequest, PushRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';
+export type { AuthRequest, PushRequest, QueryRequest, Request, Result, SendRequest, TsetRequest, Variables } from './commands.js';
+export { FINAL_STATES, MESSAGE_STATES } from './message-record.js';
+export type { LedgerReader, MessageFilter, MessageRecord, MessageState } from './message-record.js';

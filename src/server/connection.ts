@@ -23,6 +23,8 @@ export interface RequestHandler {
   send(request: Extract<Request, { kind: 'send' }>, reply: (code: number, message: string) => void): Promise<() => void>;
   /** Loads or refreshes a template. */
   tset(key: string): Promise<{ code: number; message: string }>;
+  /** The ledger's record of a message: 200 with its JSON, 404, or 503 when there is no ledger to ask. */
+  query(msgid: string): Promise<{ code: number; message: string }>;
   /** False while shutting down: requests then get 503. */
   readonly accepting: boolean;
 }
@@ -73,7 +75,7 @@ function tokenMatches(expected: string, given: string): boolean {
 }
 
 /**
- * One client connection. The decoder is fed whatever the socket delivers; Push and TSet
+ * One client connection. The decoder is fed whatever the socket delivers; Push, TSet and Query
  * results are written in request order (a slot is reserved when the request arrives and
  * filled when its answer is known), Send results as soon as WeChat answered.
  */
@@ -205,6 +207,9 @@ export class Connection {
         break;
       case 'tset':
         this.answerInOrder(request.opaque, this.handler.tset(request.key));
+        break;
+      case 'query':
+        this.answerInOrder(request.opaque, this.handler.query(request.msgid));
         break;
       case 'send': {
         const opaque = request.opaque;

@@ -1,7 +1,7 @@
 /**
  * The control channel's vocabulary: every request the daemon's control socket takes, and the
  * answer each one gets. The daemon (server/daemon.ts), the CLI (`status`, `queue`, `dlq`,
- * `resume`, and the commands that ask where the daemon listens), the benchmarks and the tests
+ * `resume`, `msg`, and the commands that ask where the daemon listens), the benchmarks and the tests
  * all read these types; none declares a shape of its own.
  *
  * Wire format (server/control.ts): one JSON request line in, one JSON {@link ControlReply} line out.
@@ -11,6 +11,7 @@ import type { QueueStats } from '../queue/index.js';
 import type { PauseState } from '../dispatch/dispatcher.js';
 import type { DeadLetter, DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { BadRequestError } from '../errors.js';
+import { MESSAGE_STATES, isMsgid, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/index.js';
 
 export type { DeadLetter, DeadLetterSelector, PauseState };
 
@@ -77,7 +78,10 @@ export type ControlRequest =
   | { cmd: 'queue' }
   | { cmd: 'resume' }
   | { cmd: 'dlq-list' }
-  | { cmd: 'dlq-retry'; selector: DeadLetterSelector };
+  | { cmd: 'dlq-retry'; selector: DeadLetterSelector }
+  /** The ledger's record of one message (null: none), as the protocol's `query` answers it. */
+  | { cmd: 'msg-show'; msgid: string }
+  | { cmd: 'msg-list'; filter: MessageFilter };
 
 export type ControlCommand = ControlRequest['cmd'];
 
@@ -89,6 +93,8 @@ export interface ControlAnswers {
   resume: ResumeAnswer;
   'dlq-list': DeadLetter[];
   'dlq-retry': DeadLetterRetry;
+  'msg-show': MessageRecord | null;
+  'msg-list': MessageRecord[];
 }
 
 export type RequestOf<C extends ControlCommand> = Extract<ControlRequest, { cmd: C }>;
@@ -112,6 +118,48 @@ function selectorOf(value: unknown): DeadLetterSelector {
   throw new BadRequestError('dlq-retry needs a selector: {"all":true} or {"ids":[<job id>, ...]}');
 }
 
+/** The largest `limit` of a message list: one control line, one answer line. */
+export const MESSAGE_LIST_MAX = 10000;
+/** The default `limit` of a message list (MessageFilter's). */
+export const MESSAGE_LIST_DEFAULT = 50;
+
+/**
+ * A message filter, checked (the CLI checks its flags with it too): openid 1-128 printable ASCII,
+ * a known state, `since` ms since the epoch, `limit` 1-{@link MESSAGE_LIST_MAX}. Absent members stay absent.
+ */
+export function checkMessageFilter(value: unknown): MessageFilter {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw new BadRequestError('msg-list filter must be an object');
+  const v = value as Record<string, unknown>;
+  const filter: MessageFilter = {};
+  if (v.openid !== undefined) {
+    if (typeof v.openid !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(v.openid)) {
+      throw new BadRequestError('openid must be 1-128 printable ASCII characters without spaces');
+    }
+    filter.openid = v.openid;
+  }
+  if (v.state !== undefined) {
+    if (!MESSAGE_STATES.includes(v.state as MessageState)) throw new BadRequestError(`state must be one of ${MESSAGE_STATES.join(', ')}`);
+    filter.state = v.state as MessageState;
+  }
+  if (v.since !== undefined) {
+    if (!Number.isSafeInteger(v.since) || (v.since as number) < 0) throw new BadRequestError('since must be a time in ms since the epoch');
+    filter.since = v.since as number;
+  }
+  if (v.limit !== undefined) {
+    if (!Number.isSafeInteger(v.limit) || (v.limit as number) < 1 || (v.limit as number) > MESSAGE_LIST_MAX) {
+      throw new BadRequestError(`limit must be an integer from 1 to ${MESSAGE_LIST_MAX}`);
+    }
+    filter.limit = v.limit as number;
+  }
+  return filter;
+}
+
+function msgidOf(value: unknown): string {
+  if (!isMsgid(value)) throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
+  return value;
+}
+
 /** A parsed request line, checked: what the socket received is untrusted JSON. */
 export function parseControlRequest(value: unknown): ControlRequest {
   const cmd = (value as { cmd?: unknown } | null)?.cmd;
@@ -125,6 +173,10 @@ export function parseControlRequest(value: unknown): ControlRequest {
       return { cmd };
     case 'dlq-retry':
       return { cmd, selector: selectorOf((value as { selector?: unknown }).selector) };
+    case 'msg-show':
+      return { cmd, msgid: msgidOf((value as { msgid?: unknown }).msgid) };
+    case 'msg-list':
+      return { cmd, filter: checkMessageFilter((value as { filter?: unknown }).filter) };
     default:
       throw new BadRequestError(`unknown control command ${JSON.stringify(cmd)}`);
   }
@@ -145,6 +197,10 @@ export async function answerControl(handlers: ControlHandlers, request: ControlR
       return handlers['dlq-list'](request);
     case 'dlq-retry':
       return handlers['dlq-retry'](request);
+    case 'msg-show':
+      return handlers['msg-show'](request);
+    case 'msg-list':
+      return handlers['msg-list'](request);
     default: {
       const unhandled: never = request;
       throw new BadRequestError(`unknown control command ${JSON.stringify((unhandled as { cmd: unknown }).cmd)}`);

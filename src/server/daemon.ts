@@ -23,9 +23,9 @@ import {
   type QueueSummary,
 } from './control-protocol.js';
 import type { RequestHandler } from './connection.js';
-import type { Request } from '../protocol/index.js';
+import type { LedgerReader, MessageFilter, MessageRecord, Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
+import { LedgerDisabledError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
@@ -44,6 +44,8 @@ export class Daemon implements RequestHandler {
   private replySeq = 0;
   private addresses: ListenAddress[] = [];
   private stopping: Promise<{ leftQueued: number }> | undefined;
+  /** The message ledger, for `query` and `msg show|list`; undefined with `[ledger] enabled = 0`. */
+  private ledger: LedgerReader | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -150,6 +152,7 @@ export class Daemon implements RequestHandler {
       push: (r) => daemon!.push(r),
       send: (r, reply) => daemon!.send(r, reply),
       tset: (key) => daemon!.tset(key),
+      query: (msgid) => daemon!.query(msgid),
     };
     const server = new MegaServer({
       listen: config.server.listen,
@@ -282,6 +285,38 @@ export class Daemon implements RequestHandler {
     return { code: ResultCode.OK, message: '' };
   }
 
+  /**
+   * `query <msgid>`: 200 with the record's JSON, 404 when the ledger has none. Without a ledger
+   * the answer is 503 `ledger disabled`, never 404: "not found" would claim the message was never
+   * accepted. A ledger that cannot be read answers 503 too: the question may be asked again.
+   */
+  async query(msgid: string): Promise<{ code: number; message: string }> {
+    if (!this.ledger) return { code: ResultCode.UNAVAILABLE, message: 'ledger disabled' };
+    let record: MessageRecord | undefined;
+    try {
+      record = await this.ledger.get(msgid);
+    } catch (err) {
+      this.logger.warn({ reason: err instanceof Error ? err.message : String(err) }, 'ledger read failed');
+      return { code: ResultCode.UNAVAILABLE, message: 'ledger unavailable' };
+    }
+    if (!record) return { code: ResultCode.NOT_FOUND, message: 'message not found' };
+    return { code: ResultCode.OK, message: JSON.stringify(record) };
+  }
+
+  /** `msg-show` and `msg-list` on the control socket. @throws LedgerDisabledError without a ledger */
+  private ledgerReader(): LedgerReader {
+    if (!this.ledger) throw new LedgerDisabledError();
+    return this.ledger;
+  }
+
+  async messageShow(msgid: string): Promise<MessageRecord | null> {
+    return (await this.ledgerReader().get(msgid)) ?? null;
+  }
+
+  messageList(filter: MessageFilter): Promise<MessageRecord[]> {
+    return this.ledgerReader().list(filter);
+  }
+
   /** quota/get is itself rate-limited by WeChat, so its answer is kept for a minute. */
   private quotaCache: { at: number; value: DaemonStatus['quota'] } | undefined;
 
@@ -385,5 +420,7 @@ function controlHandlers(daemon: () => Daemon): ControlHandlers {
     resume: () => ({ resumed: daemon().resume() }),
     'dlq-list': () => daemon().deadLetterList(),
     'dlq-retry': ({ selector }) => daemon().retryDeadLetters(selector),
+    'msg-show': ({ msgid }) => daemon().messageShow(msgid),
+    'msg-list': ({ filter }) => daemon().messageList(filter),
   };
 }

@@ -23,6 +23,7 @@ const handler: RequestHandler = {
     return () => undefined;
   },
   tset: async () => ({ code: 200, message: '' }),
+  query: async () => ({ code: 404, message: 'message not found' }),
 };
 
 const servers: net.Server[] = [];

@@ -10,6 +10,22 @@ import { pino } from 'pino';
 import { ControlServer, controlRequest } from '../../src/server/control.js';
 import { parseControlRequest, type ControlHandlers, type DaemonStatus, type DeadLetterSelector } from '../../src/server/control-protocol.js';
 import { tempDir } from '../helpers/processes.js';
+import type { MessageFilter, MessageRecord } from '../../src/protocol/index.js';
+
+const RECORD: MessageRecord = {
+  msgid: 'order-42',
+  openid: 'oUser1',
+  key: 'k1',
+  kind: 'push',
+  state: 'sent',
+  attempts: 1,
+  wechatMsgid: '2001',
+  errcode: 0,
+  errmsg: 'ok',
+  queuedAt: 1_700_000_000_000,
+  sentAt: 1_700_000_000_050,
+  finalAt: null,
+};
 
 const STATUS = { name: 'ctl', pid: 1, listen: [{ host: '127.0.0.1', port: 9 }] } as DaemonStatus;
 
@@ -27,6 +43,7 @@ function rawLine(socket: string, line: string): Promise<unknown> {
 describe('control channel', () => {
   const socket = path.join(tempDir('mega-control-'), 'ctl.sock');
   const retried: DeadLetterSelector[] = [];
+  const filters: MessageFilter[] = [];
   const handlers: ControlHandlers = {
     status: () => STATUS,
     listen: () => [{ host: '127.0.0.1', port: 9 }],
@@ -36,6 +53,11 @@ describe('control channel', () => {
     'dlq-retry': ({ selector }) => {
       retried.push(selector);
       return { retried: [], missing: 'ids' in selector ? selector.ids : [] };
+    },
+    'msg-show': ({ msgid }) => (msgid === RECORD.msgid ? RECORD : null),
+    'msg-list': ({ filter }) => {
+      filters.push(filter);
+      return [RECORD];
     },
   };
   const server = new ControlServer(socket, handlers, pino({ level: 'silent' }));
@@ -51,6 +73,33 @@ describe('control channel', () => {
     assert.deepEqual(await controlRequest(socket, { cmd: 'dlq-list' }), []);
     assert.deepEqual((await controlRequest(socket, { cmd: 'dlq-retry', selector: { ids: [4, 5] } })).missing, [4, 5]);
     assert.deepEqual(retried, [{ ids: [4, 5] }]);
+    assert.deepEqual(await controlRequest(socket, { cmd: 'msg-show', msgid: 'order-42' }), RECORD);
+    assert.equal(await controlRequest(socket, { cmd: 'msg-show', msgid: 'other' }), null);
+    const filter: MessageFilter = { openid: 'oUser1', state: 'sent', since: 5, limit: 10 };
+    assert.deepEqual(await controlRequest(socket, { cmd: 'msg-list', filter }), [RECORD]);
+    assert.deepEqual(filters, [filter]);
+  });
+
+  it('refuses a malformed msg-show or msg-list before its handler', async () => {
+    const refusals: Array<[string, RegExp]> = [
+      ['{"cmd":"msg-show"}', /msgid must be 1-64 characters/],
+      ['{"cmd":"msg-show","msgid":"a b"}', /msgid must be 1-64 characters/],
+      ['{"cmd":"msg-show","msgid":"' + 'm'.repeat(65) + '"}', /msgid must be 1-64 characters/],
+      ['{"cmd":"msg-list","filter":{"state":"lost"}}', /state must be one of queued, sent, delivered/],
+      ['{"cmd":"msg-list","filter":{"limit":0}}', /limit must be an integer from 1 to 10000/],
+      ['{"cmd":"msg-list","filter":{"limit":10001}}', /limit must be an integer from 1 to 10000/],
+      ['{"cmd":"msg-list","filter":{"since":-1}}', /since must be a time in ms/],
+      ['{"cmd":"msg-list","filter":{"openid":"o 1"}}', /openid must be 1-128/],
+      ['{"cmd":"msg-list","filter":[1]}', /filter must be an object/],
+    ];
+    for (const [line, error] of refusals) {
+      const answer = (await rawLine(socket, line)) as { ok: boolean; error: string };
+      assert.equal(answer.ok, false, line);
+      assert.match(answer.error, error, line);
+    }
+    assert.equal(filters.length, 1, 'no msg-list handler ran');
+    assert.deepEqual(parseControlRequest({ cmd: 'msg-list' }), { cmd: 'msg-list', filter: {} });
+    assert.deepEqual(parseControlRequest({ cmd: 'msg-list', filter: { limit: 3, other: 1 } }), { cmd: 'msg-list', filter: { limit: 3 } });
   });
 
   it('refuses a line that is not a control request, before any handler', async () => {
