@@ -291,6 +291,13 @@ export class MegaQueryError extends MegaError {
   }
 }
 
+/** The message ledger's database (`{table_prefix}message`) or journal failed. */
+export class LedgerStoreError extends MegaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'MEGA_ERR_LEDGER_STORE', options);
+  }
+}
+
 /** A question for the message ledger of a daemon that runs without one (`[ledger] enabled = 0`). */
 export class LedgerDisabledError extends MegaError {
   constructor(message = 'ledger disabled ([ledger] enabled = 0)') {

@@ -13,30 +13,39 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { MegaAuthError, MegaClientDestroyedError } from '../errors.js';
-import { encodePush, encodeSend, encodeTset, type Result } from '../protocol/index.js';
+import { MegaAuthError, MegaClientDestroyedError, MegaQueryError } from '../errors.js';
+import { encodePush, encodeQuery, encodeSend, encodeTset, ResultCode, type MessageRecord, type Result } from '../protocol/index.js';
 import { ReconnectTimer } from './backoff.js';
 import { Connection, formatAddress, type ConnectionEnd } from './connection.js';
 import { attemptFailed, closed, closedBeforeConnected, connectionLost, destroyed, leftUnsentByClose, type Ending } from './endings.js';
 import {
   checkKeyType,
   checkMessageArgs,
+  checkMsgidType,
   dataChecked,
   closeTimeout,
   requestTimeout,
   resolveOptions,
   type MegaClientOptions,
   type MegaCloseOptions,
+  type MegaQueryOptions,
   type MegaRequestOptions,
   type MegaTsetOptions,
   type ResolvedOptions,
 } from './options.js';
 import { RequestTable } from './requests.js';
-import type { MegaClientEvents, MegaResult, RequestKind } from './result.js';
+import { parseMessageRecord, type MegaClientEvents, type MegaResult, type RequestKind } from './result.js';
 
-export type { MegaClientOptions, MegaCloseOptions, MegaReconnectOptions, MegaRequestOptions, MegaTsetOptions } from './options.js';
+export type {
+  MegaClientOptions,
+  MegaCloseOptions,
+  MegaQueryOptions,
+  MegaReconnectOptions,
+  MegaRequestOptions,
+  MegaTsetOptions,
+} from './options.js';
 export type { MegaClientEvents, MegaResult, MegaWechatAnswer } from './result.js';
-export { parseWechat } from './result.js';
+export { parseMessageRecord, parseWechat } from './result.js';
 
 /** close(): how long to wait for the server's FIN after ending the connection. */
 const END_GRACE_MS = 1000;
@@ -164,6 +173,27 @@ export class MegaClient extends EventEmitter<MegaClientEvents> {
     const timeoutMs = requestTimeout(options, this.timeoutMs, 'tset');
     checkKeyType(key);
     return this.#enqueue('tset', `tset ${key}`, timeoutMs, (opaque) => encodeTset(opaque, key));
+  }
+
+  /**
+   * Query: the daemon's ledger record of the message with this msgid (the client's `msgid`, or
+   * the id the daemon assigned), or undefined when the ledger has none (404). Any other answer
+   * rejects with {@link MegaQueryError}: 503 `ledger disabled` (`[ledger] enabled = 0`),
+   * `ledger unavailable` or `shutting down`, or a 200 that is not a record; connection errors
+   * reject as for every request.
+   */
+  async query(msgid: string, options?: MegaQueryOptions): Promise<MessageRecord | undefined> {
+    const timeoutMs = requestTimeout(options, this.timeoutMs, 'query');
+    checkMsgidType(msgid);
+    const what = `query ${msgid}`;
+    const result = await this.#enqueue('query', what, timeoutMs, (opaque) => encodeQuery(opaque, msgid));
+    if (result.code === ResultCode.NOT_FOUND) return undefined;
+    if (result.code !== ResultCode.OK) {
+      throw new MegaQueryError(`${what}: result ${result.code}${result.message ? ` ${result.message}` : ''}`, result.code);
+    }
+    const record = parseMessageRecord(result.message);
+    if (!record) throw new MegaQueryError(`${what}: result 200 is not a message record`, result.code);
+    return record;
   }
 
   async #message(

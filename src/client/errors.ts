@@ -25,6 +25,8 @@ export const MegaClientErrorCode = {
   CONNECT: 'MEGA_ERR_CLIENT_CONNECT',
   /** MegaAuthError: the server refused the auth token; not retried. */
   AUTH: 'MEGA_ERR_CLIENT_AUTH',
+  /** MegaQueryError: a query answered with neither a record nor 404 (`resultCode` 503 `ledger disabled`, ...). */
+  QUERY: 'MEGA_ERR_CLIENT_QUERY',
   /** MegaClientDestroyedError: the client was closed or destroyed before the request was sent. */
   DESTROYED: 'MEGA_ERR_CLIENT_DESTROYED',
 } as const;

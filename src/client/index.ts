@@ -1,9 +1,10 @@
 /** The Node.js client of the Mega-WeChat protocol. */
-export { MegaClient, parseWechat } from './client.js';
+export { MegaClient, parseMessageRecord, parseWechat } from './client.js';
 export type {
   MegaClientEvents,
   MegaClientOptions,
   MegaCloseOptions,
+  MegaQueryOptions,
   MegaReconnectOptions,
   MegaRequestOptions,
   MegaResult,
@@ -11,4 +12,5 @@ export type {
   MegaWechatAnswer,
 } from './client.js';
 export { MegaClientErrorCode } from './errors.js';
-export { MegaRequestTooLargeError } from '../errors.js';
+export { MegaQueryError, MegaRequestTooLargeError } from '../errors.js';
+export type { MessageRecord, MessageState } from '../protocol/index.js';

@@ -73,6 +73,9 @@ export interface MegaTsetOptions {
   timeoutMs?: number;
 }
 
+/** The options of a query. */
+export type MegaQueryOptions = MegaTsetOptions;
+
 export interface MegaCloseOptions {
   /** How long to wait for in-flight answers before rejecting them. @defaultValue the client's `timeoutMs` */
   timeoutMs?: number;
@@ -199,6 +202,10 @@ export function dataChecked(encode: () => Buffer): Buffer {
 
 export function checkKeyType(key: unknown): asserts key is string {
   if (typeof key !== 'string') throw new MegaInvalidArgumentError(`key must be a string, got ${show(key)}`);
+}
+
+export function checkMsgidType(msgid: unknown): asserts msgid is string {
+  if (typeof msgid !== 'string') throw new MegaInvalidArgumentError(`msgid must be a string, got ${show(msgid)}`);
 }
 
 function checkTimeout(name: string, value: unknown, fallback: number): number {

@@ -1,6 +1,6 @@
 /** What a MegaClient hands back: results, WeChat's answer inside them, and its events. */
 
-import { ResultCode, type Result } from '../protocol/index.js';
+import { MESSAGE_STATES, ResultCode, type MessageRecord, type MessageState, type Result } from '../protocol/index.js';
 
 /** WeChat's answer, carried in the message of a Send result. */
 export interface MegaWechatAnswer {
@@ -38,7 +38,7 @@ export interface MegaClientEvents {
   error: [err: Error];
 }
 
-export type RequestKind = 'push' | 'send' | 'tset';
+export type RequestKind = 'push' | 'send' | 'tset' | 'query';
 
 export function toMegaResult(kind: RequestKind, result: Result): MegaResult {
   const message = result.message.toString('utf8');
@@ -66,4 +66,51 @@ export function parseWechat(message: string): MegaWechatAnswer | undefined {
   if (typeof v.msgid === 'number' || typeof v.msgid === 'string') out.msgid = v.msgid;
   if (typeof v.openid === 'string') out.openid = v.openid;
   return out;
+}
+
+const isInt = (v: unknown): v is number => Number.isSafeInteger(v);
+const intOrNull = (v: unknown): boolean => v === null || isInt(v);
+const textOrNull = (v: unknown): boolean => v === null || typeof v === 'string';
+
+/**
+ * The message record of a `query` answer (200), checked member by member, with only the members
+ * a MessageRecord has; undefined when the text is not one.
+ */
+export function parseMessageRecord(message: string): MessageRecord | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(message);
+  } catch {
+    return undefined;
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  const v = value as Record<string, unknown>;
+  const ok =
+    typeof v.msgid === 'string' &&
+    typeof v.openid === 'string' &&
+    typeof v.key === 'string' &&
+    (v.kind === 'push' || v.kind === 'send') &&
+    MESSAGE_STATES.includes(v.state as MessageState) &&
+    isInt(v.attempts) &&
+    textOrNull(v.wechatMsgid) &&
+    intOrNull(v.errcode) &&
+    textOrNull(v.errmsg) &&
+    isInt(v.queuedAt) &&
+    intOrNull(v.sentAt) &&
+    intOrNull(v.finalAt);
+  if (!ok) return undefined;
+  return {
+    msgid: v.msgid as string,
+    openid: v.openid as string,
+    key: v.key as string,
+    kind: v.kind as MessageRecord['kind'],
+    state: v.state as MessageState,
+    attempts: v.attempts as number,
+    wechatMsgid: v.wechatMsgid as string | null,
+    errcode: v.errcode as number | null,
+    errmsg: v.errmsg as string | null,
+    queuedAt: v.queuedAt as number,
+    sentAt: v.sentAt as number | null,
+    finalAt: v.finalAt as number | null,
+  };
 }

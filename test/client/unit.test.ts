@@ -20,7 +20,7 @@ import {
   type MegaClientOptions,
 } from '../../src/index.js';
 import { placeholderProblems } from '../../src/cli/client-commands.js';
-import { MegaClientErrorCode, MegaRequestTooLargeError } from '../../src/index.js';
+import { MegaClientErrorCode, MegaQueryError, MegaRequestTooLargeError } from '../../src/index.js';
 import { MegaError } from '../../src/errors.js';
 import { DEFAULTS } from '../../src/client/options.js';
 import { reconnectDelay } from '../../src/client/backoff.js';
@@ -402,6 +402,7 @@ describe('MegaClient error codes (callers classify by code, never by message)', 
       ['PROTOCOL', new MegaProtocolError('x')],
       ['CONNECT', new MegaConnectError('x')],
       ['AUTH', new MegaAuthError('x', 401)],
+      ['QUERY', new MegaQueryError('x', 503)],
       ['DESTROYED', new MegaClientDestroyedError()],
     ];
     for (const [name, err] of raised) assert.equal(err.code, MegaClientErrorCode[name], name);
