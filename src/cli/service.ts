@@ -216,6 +216,7 @@ function formatStatus(s: DaemonStatus): string {
     `  dispatch:         ${s.paused ? `PAUSED (${s.paused.reason}) since ${s.paused.since}: ${s.paused.detail}` : 'running'}`,
     `  daily quota:      ${s.quota ? `${s.quota.remain} of ${s.quota.dailyLimit} left` : 'unknown'}`,
     `  access token:     ${s.token.ageSeconds === null ? 'none yet' : `${s.token.ageSeconds} s old`}, ${s.token.fetches} fetches${s.token.error ? `; ERROR: ${s.token.error}` : ''}`,
+    `  message ledger:   ${s.ledger ? `${s.ledger.backlog} changes not in the database yet${s.ledger.error ? `; ERROR: ${s.ledger.error}` : ''}` : 'off'}`,
   ];
   return lines.join('\n');
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { DeadLetter } from './dead-letter.js';
-import { systemClock, type Clock, type DeadLetterSink, type JobMessage, type JobQueue, type Timer, type TokenSource, type WorkerPool } from './ports.js';
+import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMessage, type JobQueue, type OutcomeObserver, type Timer, type TokenSource, type WorkerPool } from './ports.js';
 import { Pause, type PauseState } from './pause.js';
 import { RateLimiter, RateMeter } from './rate.js';
 import { clientMessage, deadLetterOf, giveUp } from './settle.js';
@@ -38,6 +38,8 @@ export interface DispatcherOptions {
   rateLimit?: number;
   /** While the daily quota is used up (45009): ms between probe messages. @defaultValue 600000 */
   quotaRetryIntervalMs?: number;
+  /** Hears every job's fate; the settled jobs are acknowledged once it has (see OutcomeObserver). */
+  observer?: OutcomeObserver;
 }
 
 export type { PauseState };
@@ -100,6 +102,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly paused = new Set<number>();
   private readonly retryTimers = new Set<Timer>();
   private pumping = false;
+  /** Acks waiting for the observer. */
+  private readonly acking = new Set<Promise<void>>();
   private pumpAgain = false;
   private stopped = false;
   private tokenWait: Timer | undefined;
@@ -287,6 +291,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private onOutcomes(outcomes: JobOutcome[]): void {
     const dead: DeadLetter[] = [];
     const finished: Array<{ outcome: JobOutcome; job: TakenJob }> = [];
+    const observer = this.options.observer;
+    const fates: JobFate[] = [];
     for (const outcome of outcomes) {
       const job = this.jobs.get(outcome.id);
       if (!job) continue;
@@ -322,6 +328,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             finished.push({ outcome: giveUp(outcome, job.attempts), job });
           } else {
             this.scheduleRetry(job);
+            if (observer) fates.push({ fate: 'retry', outcome, sends: job.sends, payload: job.message.payload });
           }
           break;
       }
@@ -344,9 +351,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       finished.splice(0, finished.length, ...finished.filter(({ job }) => !unrecorded.has(job.message.id)));
     }
 
-    for (const { outcome } of finished) {
+    const deadIds = observer && dead.length > 0 ? new Set(dead.map((d) => d.id)) : undefined;
+    for (const { outcome, job } of finished) {
       this.jobs.delete(outcome.id);
-      this.options.queue.ack(outcome.id);
+      if (observer) {
+        const fate = outcome.kind === OutcomeKind.Ok ? 'sent' : deadIds?.has(outcome.id) ? 'dead' : 'rejected';
+        fates.push({ fate, outcome, sends: job.sends, payload: job.message.payload });
+      } else {
+        this.options.queue.ack(outcome.id);
+      }
       if (outcome.kind === OutcomeKind.Ok) {
         this.sent++;
         this.sendRate.record(1, this.clock.now());
@@ -361,8 +374,27 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       }
       if (outcome.replyKey !== undefined) this.emit('settled', { outcome, message: clientMessage(outcome) });
     }
-    if (this.jobs.size === 0) this.emit('drained');
+    if (observer && fates.length > 0) {
+      const ids = finished.map(({ outcome }) => outcome.id);
+      const acked = observer.beforeAck(fates).then(() => {
+        this.acking.delete(acked);
+        // stop() waits for these before the queue closes
+        for (const id of ids) this.ackJob(id);
+        if (this.jobs.size === 0 && this.acking.size === 0) this.emit('drained');
+      });
+      this.acking.add(acked);
+    } else if (this.jobs.size === 0 && this.acking.size === 0) {
+      this.emit('drained');
+    }
     this.pump();
+  }
+
+  private ackJob(id: number): void {
+    try {
+      this.options.queue.ack(id);
+    } catch (err) {
+      this.options.logger.warn({ err, id }, 'ack after the ledger journal failed; the job is sent again after a restart');
+    }
   }
 
   private scheduleRetry(job: TakenJob): void {
@@ -393,7 +425,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const t of this.retryTimers) t.cancel();
     this.retryTimers.clear();
     const pool = this.options.pool;
-    if (pool.inFlight === 0) return;
+    if (pool.inFlight > 0) await this.waitIdle(pool, timeoutMs);
+    // the acks the observer holds back: the queue closes after this
+    while (this.acking.size > 0) await Promise.all([...this.acking]);
+  }
+
+  private async waitIdle(pool: WorkerPool, timeoutMs: number): Promise<void> {
     await new Promise<void>((resolve) => {
       const done = (): void => {
         timer.cancel();

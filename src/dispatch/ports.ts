@@ -7,6 +7,7 @@
  */
 
 import type { DeadLetter } from './dead-letter.js';
+import type { JobOutcome } from '../jobs/outcome.js';
 
 export type { JobQueue, JobQueueEvents, JobQueueStats, QueueJob } from '../queue/job-queue.js';
 export type { JobMessage, WorkerPool, WorkerPoolEvents } from '../jobs/worker-pool.js';
@@ -29,6 +30,30 @@ export interface TokenSource {
 export interface DeadLetterSink {
   /** Durable when it returns; throws when the entries could not be recorded. */
   append(entries: DeadLetter[]): void;
+}
+
+/**
+ * What became of a job, as an {@link OutcomeObserver} hears it: `sent` (WeChat accepted it),
+ * `rejected` (failed for good, a client waits for the answer), `dead` (failed for good and
+ * dead-lettered), `retry` (it goes again later).
+ */
+export interface JobFate {
+  fate: 'sent' | 'rejected' | 'dead' | 'retry';
+  outcome: JobOutcome;
+  /** Times this process handed the job to a worker. */
+  sends: number;
+  /** The queue record, for an observer that needs more than the outcome carries. */
+  payload: string;
+}
+
+/**
+ * Told of every job's fate before the job is acknowledged (the daemon's message ledger). The
+ * dispatcher acks the settled jobs only once `beforeAck` resolves, so whatever the observer
+ * makes durable before resolving is never behind the queue. It must not reject; Send answers
+ * and counters do not wait for it.
+ */
+export interface OutcomeObserver {
+  beforeAck(fates: readonly JobFate[]): Promise<void>;
 }
 
 /** A scheduled callback; cancel() is a no-op once it ran. */

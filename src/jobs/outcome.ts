@@ -49,6 +49,17 @@ export interface JobOutcome {
   key?: string;
   /** Reply key of a Send job waiting on this process. */
   replyKey?: string;
+  /** The job's client_msg_id (its msgid in the ledger): on every outcome the worker reports. */
+  msgid?: string;
+  /** WeChat's msgid from an errcode 0 answer, its exact digits (they may exceed 2^53). */
+  wechatMsgid?: string;
+}
+
+const MSGID_RE = /"msgid"\s*:\s*"?(\d+)/;
+
+/** WeChat's msgid in its answer, as written (a regex on the raw JSON: a number may not survive JSON.parse). */
+export function wechatMsgidOf(raw: string): string | undefined {
+  return MSGID_RE.exec(raw)?.[1];
 }
 
 /**

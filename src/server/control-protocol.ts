@@ -38,6 +38,12 @@ export interface DaemonStatus {
   token: { ageSeconds: number | null; fetches: number; error: string | null };
   /** The account's daily quota for template/send, where quota/get answers it. */
   quota: { dailyLimit: number; used: number; remain: number } | null;
+  /**
+   * The message ledger: changes in its journal the database does not hold yet (a few hundred
+   * normally; it grows while the database is down), and the database's failure while it lasts.
+   * null with `[ledger] enabled = 0`.
+   */
+  ledger: { backlog: number; error: string | null } | null;
 }
 
 /** The answer to `queue` (and `status.queue`); the CLI computes the same from the files when the daemon is stopped. */
@@ -119,7 +125,7 @@ function selectorOf(value: unknown): DeadLetterSelector {
 }
 
 /** The largest `limit` of a message list: one control line, one answer line. */
-export const MESSAGE_LIST_MAX = 10000;
+export const MESSAGE_LIST_MAX = 1000;
 /** The default `limit` of a message list (MessageFilter's). */
 export const MESSAGE_LIST_DEFAULT = 50;
 

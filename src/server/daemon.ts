@@ -11,6 +11,9 @@ import { Dispatcher, type PauseState, type Settlement } from '../dispatch/dispat
 import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../jobs/record.js';
 import { OutcomeKind } from '../jobs/outcome.js';
+import { decodeJobRecord } from '../jobs/record.js';
+import { Ledger, ledgerJournalDir, openLedgerStore } from '../ledger/index.js';
+import { LedgerObserver } from './ledger-link.js';
 import { MegaServer } from './server.js';
 import { ControlServer } from './control.js';
 import {
@@ -45,7 +48,7 @@ export class Daemon implements RequestHandler {
   private addresses: ListenAddress[] = [];
   private stopping: Promise<{ leftQueued: number }> | undefined;
   /** The message ledger, for `query` and `msg show|list`; undefined with `[ledger] enabled = 0`. */
-  private ledger: LedgerReader | undefined;
+  private ledger: Ledger | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -106,6 +109,21 @@ export class Daemon implements RequestHandler {
     });
     const deadLetters = new DeadLetterLog(deadLetterFile(config));
     cleanups.push(() => deadLetters.close());
+    // Jobs below this id were queued by an earlier run (see LedgerObserver).
+    const firstId = queue.stats().nextId;
+    const ledger = config.ledger.enabled
+      ? await step('ledger', () => {
+          const l = Ledger.open({
+            store: openLedgerStore(pdoOptions(config)),
+            journalDir: ledgerJournalDir(config),
+            fsync: config.queue.fsync === 'always',
+            logger,
+            retentionDays: config.ledger.retentionDays,
+          });
+          cleanups.push(() => l.close());
+          return l;
+        })
+      : undefined;
 
     const tokenClient = new WechatClient({ apiBase: config.wechat.apiBase, timeoutMs: config.wechat.timeoutMs, connections: 2 });
     cleanups.push(() => tokenClient.close());
@@ -143,6 +161,7 @@ export class Daemon implements RequestHandler {
       rateLimit: config.wechat.rateLimit,
       quotaRetryIntervalMs: config.wechat.quotaRetryInterval * 1000,
       isAwaited: (replyKey) => daemon?.isAwaited(replyKey) ?? false,
+      observer: ledger ? new LedgerObserver(ledger, firstId) : undefined,
     });
 
     const handler: RequestHandler = {
@@ -184,6 +203,7 @@ export class Daemon implements RequestHandler {
 
     daemon = new Daemon(config, logger, store, cache, queue, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
     daemon.addresses = addresses;
+    daemon.ledger = ledger;
     dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
     dispatcher.start();
     logger.info(
@@ -219,34 +239,23 @@ export class Daemon implements RequestHandler {
 
   async push(request: PushRequest): Promise<void> {
     this.admit(request);
-    await this.queue.append(
-      encodeJobRecord({
-        kind: 'push',
-        openid: request.openid,
-        key: request.key,
-        clientMsgId: request.msgid ?? this.ids.generate(),
-        body: request.body,
-        at: Date.now(),
-      }),
-    );
+    const msgid = request.msgid ?? this.ids.generate();
+    const at = Date.now();
+    await this.queue.append(encodeJobRecord({ kind: 'push', openid: request.openid, key: request.key, clientMsgId: msgid, body: request.body, at }));
+    this.ledger?.queued(msgid, request.openid, request.key, 'push', at);
   }
 
   async send(request: SendRequest, reply: Reply): Promise<() => void> {
     this.admit(request);
     const replyKey = this.replyPrefix + (this.replySeq++).toString(36);
     this.replies.set(replyKey, reply);
+    const msgid = request.msgid ?? this.ids.generate();
+    const at = Date.now();
     try {
       await this.queue.append(
-        encodeJobRecord({
-          kind: 'send',
-          openid: request.openid,
-          key: request.key,
-          clientMsgId: request.msgid ?? this.ids.generate(),
-          replyKey,
-          body: request.body,
-          at: Date.now(),
-        }),
+        encodeJobRecord({ kind: 'send', openid: request.openid, key: request.key, clientMsgId: msgid, replyKey, body: request.body, at }),
       );
+      this.ledger?.queued(msgid, request.openid, request.key, 'send', at);
     } catch (err) {
       this.replies.delete(replyKey);
       throw err;
@@ -359,6 +368,7 @@ export class Daemon implements RequestHandler {
         fetches: this.tokens.fetches,
         error: d.tokenError ?? null,
       },
+      ledger: this.ledger?.status() ?? null,
     };
   }
 
@@ -368,7 +378,18 @@ export class Daemon implements RequestHandler {
 
   /** The dead letters queued again, and the asked-for ids that are not in the log. */
   async retryDeadLetters(selector: DeadLetterSelector): Promise<DeadLetterRetry> {
-    const result = await retryDeadLetters(this.deadLetters, (p) => this.queue.append(p), selector);
+    const result = await retryDeadLetters(
+      this.deadLetters,
+      async (p) => {
+        const id = await this.queue.append(p);
+        if (this.ledger) {
+          const r = decodeJobRecord(p);
+          this.ledger.queued(r.m, r.o, r.t, r.k, Date.now());
+        }
+        return id;
+      },
+      selector,
+    );
     this.logger.info({ retried: result.retried.length }, 'dead letters queued again');
     return result;
   }
@@ -401,6 +422,8 @@ export class Daemon implements RequestHandler {
     // Every job not acknowledged by now is handed out again at the next start.
     const leftQueued = this.queue.stats().depth;
     await this.queue.close();
+    // after the dispatcher's last acks: what the database does not take now stays in the journal
+    await this.ledger?.close();
     this.deadLetters.close();
     await this.tokenClient.close();
     await this.store.close();

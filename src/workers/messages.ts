@@ -42,6 +42,10 @@ export type ToWorkerMessage =
 
 export type FromWorkerMessage =
   | { type: FromWorker.Ready }
-  /** `delivered`: ids of jobs delivered (errcode 0) with no client waiting; `outcomes`: the rest. */
-  | { type: FromWorker.Outcomes; delivered: number[]; outcomes: JobOutcome[] }
+  /**
+   * `delivered`: ids of jobs delivered (errcode 0) with no client waiting, with their
+   * client_msg_ids and WeChat's msgids at the same index ('' when WeChat sent none);
+   * `outcomes`: the rest.
+   */
+  | { type: FromWorker.Outcomes; delivered: number[]; deliveredMsgids: string[]; deliveredWechat: string[]; outcomes: JobOutcome[] }
   | { type: FromWorker.Closed };

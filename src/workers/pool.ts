@@ -81,9 +81,11 @@ export class TaskPool extends EventEmitter<WorkerPoolEvents & { idle: [] }> impl
           case FromWorker.Outcomes: {
             const outcomes = message.outcomes;
             for (const o of outcomes) slot.inFlight.delete(o.id);
-            for (const id of message.delivered) {
+            const { delivered, deliveredMsgids, deliveredWechat } = message;
+            for (let i = 0; i < delivered.length; i++) {
+              const id = delivered[i]!;
               slot.inFlight.delete(id);
-              outcomes.push({ id, kind: OutcomeKind.Ok });
+              outcomes.push({ id, kind: OutcomeKind.Ok, msgid: deliveredMsgids[i], wechatMsgid: deliveredWechat[i] || undefined });
             }
             this.emit('outcomes', outcomes);
             if (this.inFlight === 0) this.emit('idle');
@@ -117,7 +119,7 @@ export class TaskPool extends EventEmitter<WorkerPoolEvents & { idle: [] }> impl
       // The thread took these jobs with it; hand them back for another attempt.
       const outcomes: JobOutcome[] = [...slot.inFlight.values()].map((job) => {
         const record = decodeJobRecord(job.payload);
-        return { id: job.id, kind: OutcomeKind.Retry, reason: `task worker exited with code ${code}`, openid: record.o, key: record.t, replyKey: record.r };
+        return { id: job.id, kind: OutcomeKind.Retry, reason: `task worker exited with code ${code}`, openid: record.o, key: record.t, replyKey: record.r, msgid: record.m };
       });
       slot.inFlight.clear();
       this.emit('outcomes', outcomes);

@@ -6,7 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { WechatClient } from '../wechat/client.js';
 import { renderTemplate, type CompiledTemplate, type MissingVariable } from '../templates/render.js';
-import { classifyErrcode, DaemonErrcode, OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
+import { classifyErrcode, DaemonErrcode, OutcomeKind, wechatMsgidOf, type JobOutcome } from '../jobs/outcome.js';
 import { decodeJobRecord } from '../jobs/record.js';
 import { FromWorker, ToWorker, type FromWorkerMessage, type JobMessage, type ToWorkerMessage } from './messages.js';
 import { scrubSecrets } from '../log/logger.js';
@@ -20,6 +20,8 @@ let client: WechatClient | undefined;
 let missingVariable: MissingVariable = 'keep';
 let pending: JobOutcome[] = [];
 let delivered: number[] = [];
+let deliveredMsgids: string[] = [];
+let deliveredWechat: string[] = [];
 let flushScheduled = false;
 
 function post(message: FromWorkerMessage): void {
@@ -28,12 +30,23 @@ function post(message: FromWorkerMessage): void {
 
 /**
  * Outcomes finishing in the same turn go back in one message, not one per job. A delivered
- * Push, by far the most common outcome, travels as its bare id: the main thread needs nothing
- * else to acknowledge it, and a number clones far cheaper than an object of strings.
+ * Push, by far the most common outcome, travels as its bare id plus two short strings in
+ * parallel arrays (its client_msg_id and WeChat's msgid, for the ledger): flat arrays clone far
+ * cheaper than an object per job.
  */
-function report(outcome: JobOutcome | number): void {
-  if (typeof outcome === 'number') delivered.push(outcome);
-  else pending.push(outcome);
+function report(outcome: JobOutcome): void {
+  pending.push(outcome);
+  schedule();
+}
+
+function reportDelivered(id: number, msgid: string, wechatMsgid: string): void {
+  delivered.push(id);
+  deliveredMsgids.push(msgid);
+  deliveredWechat.push(wechatMsgid);
+  schedule();
+}
+
+function schedule(): void {
   if (!flushScheduled) {
     flushScheduled = true;
     setImmediate(flush);
@@ -42,32 +55,36 @@ function report(outcome: JobOutcome | number): void {
 
 function flush(): void {
   flushScheduled = false;
-  const message: FromWorkerMessage = { type: FromWorker.Outcomes, delivered, outcomes: pending };
+  const message: FromWorkerMessage = { type: FromWorker.Outcomes, delivered, deliveredMsgids, deliveredWechat, outcomes: pending };
   delivered = [];
+  deliveredMsgids = [];
+  deliveredWechat = [];
   pending = [];
   post(message);
 }
 
 /** A job that can never be sent as it is: reported as a permanent failure with the daemon's own errcode. */
-function refuse(job: JobMessage, errcode: number, errmsg: string, openid: string, key: string, replyKey: string | undefined): void {
+function refuse(job: JobMessage, errcode: number, errmsg: string, openid: string, key: string, replyKey: string | undefined, msgid: string): void {
   const raw = JSON.stringify({ errcode, errmsg, openid });
-  report({ id: job.id, kind: OutcomeKind.Failed, errcode, errmsg, raw, openid, key, replyKey });
+  report({ id: job.id, kind: OutcomeKind.Failed, errcode, errmsg, raw, openid, key, replyKey, msgid });
 }
 
 async function run(job: JobMessage, token: string): Promise<void> {
   let openid = '';
   let key = '';
   let replyKey: string | undefined;
+  let msgid: string | undefined;
   try {
     const record = decodeJobRecord(job.payload);
     openid = record.o;
     key = record.t;
     replyKey = record.r;
+    msgid = record.m;
     const template = templates.get(record.t);
     if (!template) {
       // The key was cached at enqueue time: since then a TSet found its row deleted, or the
       // daemon restarted without it. Nothing later would make it succeed.
-      return refuse(job, DaemonErrcode.TEMPLATE_NOT_FOUND, 'template key not exists', openid, key, replyKey);
+      return refuse(job, DaemonErrcode.TEMPLATE_NOT_FOUND, 'template key not exists', openid, key, replyKey, record.m);
     }
     let body: Record<string, unknown>;
     try {
@@ -75,14 +92,15 @@ async function run(job: JobMessage, token: string): Promise<void> {
     } catch (err) {
       // The same job renders the same way on every attempt: a retry would only delay everyone else.
       const reason = err instanceof Error ? err.message : String(err);
-      return refuse(job, DaemonErrcode.RENDER_FAILED, `cannot render template: ${reason}`, openid, key, replyKey);
+      return refuse(job, DaemonErrcode.RENDER_FAILED, `cannot render template: ${reason}`, openid, key, replyKey, record.m);
     }
     // Always the job's own id: a fixed client_msg_id in a template would make WeChat drop
     // every message after the first as a repeat.
     body.client_msg_id = record.m;
     const result = await client!.sendTemplate(token, body);
     const kind = classifyErrcode(result.errcode);
-    if (kind === OutcomeKind.Ok && replyKey === undefined) return report(job.id);
+    const wechatMsgid = kind === OutcomeKind.Ok ? wechatMsgidOf(result.raw) : undefined;
+    if (kind === OutcomeKind.Ok && replyKey === undefined) return reportDelivered(job.id, record.m, wechatMsgid ?? '');
     report({
       id: job.id,
       kind,
@@ -93,11 +111,13 @@ async function run(job: JobMessage, token: string): Promise<void> {
       openid,
       key,
       replyKey,
+      msgid,
+      wechatMsgid,
     });
   } catch (err) {
     const reason = scrubSecrets(err instanceof Error ? err.message : String(err));
     const unreachable = err instanceof WechatTransportError && err.kind === 'connection';
-    report({ id: job.id, kind: unreachable ? OutcomeKind.Unreachable : OutcomeKind.Retry, reason, openid, key, replyKey });
+    report({ id: job.id, kind: unreachable ? OutcomeKind.Unreachable : OutcomeKind.Retry, reason, openid, key, replyKey, msgid });
   }
 }
 

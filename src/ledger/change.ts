@@ -1,0 +1,84 @@
+import type { MessageRecord, MessageState } from '../protocol/message-record.js';
+
+/**
+ * One state change of one message, as the journal holds it and the store applies it: only the
+ * fields the change knows. Applying a change is idempotent and changes of one message merge
+ * into one (coalescing), so replaying a journal that the store already partly has is harmless.
+ */
+export interface LedgerChange {
+  msgid: string;
+  state: MessageState;
+  openid?: string;
+  key?: string;
+  kind?: 'push' | 'send';
+  /** Calls made to WeChat so far; merged with max(), never added, so a replay cannot inflate it. */
+  attempts?: number;
+  wechatMsgid?: string;
+  errcode?: number;
+  errmsg?: string;
+  queuedAt?: number;
+  sentAt?: number;
+  finalAt?: number;
+  /** When the change happened (ms since the epoch): the row's `updated_at`, what retention looks at. */
+  at: number;
+}
+
+/** WeChat's errmsg is short; a daemon reason (a render error) is cut so a row stays small. */
+export const ERRMSG_MAX = 512;
+
+/**
+ * The `queued` of an accepted message (attempts 0), noted after its append resolved, never
+ * takes a message back from a later state it reached meanwhile (or a replay found first).
+ */
+export function keepsState(newer: LedgerChange, olderState: string): boolean {
+  return newer.state === 'queued' && newer.attempts === 0 && olderState !== 'queued';
+}
+
+/** `newer` applied over `older`: every field it knows wins, attempts keep the larger count. */
+export function mergeChange(older: LedgerChange, newer: LedgerChange): LedgerChange {
+  const merged: LedgerChange = { ...older };
+  for (const k of Object.keys(newer) as Array<keyof LedgerChange>) {
+    const v = newer[k];
+    if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
+  }
+  if (keepsState(newer, older.state)) merged.state = older.state;
+  if (older.attempts !== undefined && newer.attempts !== undefined) merged.attempts = Math.max(older.attempts, newer.attempts);
+  return merged;
+}
+
+/** A record from a change alone (nothing stored yet): what it does not know is empty. */
+export function recordOf(c: LedgerChange): MessageRecord {
+  return {
+    msgid: c.msgid,
+    openid: c.openid ?? '',
+    key: c.key ?? '',
+    kind: c.kind ?? 'push',
+    state: c.state,
+    attempts: c.attempts ?? 0,
+    wechatMsgid: c.wechatMsgid ?? null,
+    errcode: c.errcode ?? null,
+    errmsg: c.errmsg ?? null,
+    queuedAt: c.queuedAt ?? 0,
+    sentAt: c.sentAt ?? null,
+    finalAt: c.finalAt ?? null,
+  };
+}
+
+/** A stored record with changes not written yet applied over it. */
+export function applyChange(record: MessageRecord | undefined, c: LedgerChange): MessageRecord {
+  if (!record) return recordOf(c);
+  return {
+    msgid: record.msgid,
+    openid: c.openid || record.openid,
+    key: c.key || record.key,
+    kind: c.kind ?? record.kind,
+    state: keepsState(c, record.state) ? record.state : c.state,
+    attempts: Math.max(record.attempts, c.attempts ?? 0),
+    wechatMsgid: c.wechatMsgid ?? record.wechatMsgid,
+    errcode: c.errcode ?? record.errcode,
+    errmsg: c.errmsg ?? record.errmsg,
+    queuedAt: c.queuedAt || record.queuedAt,
+    sentAt: c.sentAt ?? record.sentAt,
+    finalAt: c.finalAt ?? record.finalAt,
+  };
+}

@@ -1,0 +1,178 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { LedgerChange } from './change.js';
+
+const write = promisify(fs.write);
+const fdatasync = promisify(fs.fdatasync);
+const close = promisify(fs.close);
+
+const SEGMENT_RE = /^(\d{12})\.jsonl$/;
+
+function segmentName(n: number): string {
+  return `${String(n).padStart(12, '0')}.jsonl`;
+}
+
+/**
+ * The ledger's local write-ahead journal: every state change is appended here (one JSON line)
+ * before its job's queue ack may be persisted, so a kill -9 loses none, and while the database
+ * is down the changes wait here, bounded only by the disk.
+ *
+ * A folder of numbered segments. Writes go to the newest; {@link rotate} starts a new one, and
+ * the sealed ones are deleted once the database holds everything they say. Appends are
+ * group-committed like the queue's: one write() and one fdatasync for every change appended
+ * since the last one.
+ */
+export class LedgerJournal {
+  private fd: number;
+  private active: number;
+  /** Sealed segments (numbers) not deleted yet, with the changes each holds. */
+  private readonly sealed = new Map<number, number>();
+  private activeLines = 0;
+  private buffer: string[] = [];
+  private flushing: Promise<void> | undefined;
+  private next: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | undefined;
+
+  private constructor(
+    readonly dir: string,
+    private readonly fsync: boolean,
+    existing: number[],
+  ) {
+    for (const n of existing) this.sealed.set(n, 0);
+    this.active = (existing.length ? Math.max(...existing) : 0) + 1;
+    this.fd = fs.openSync(path.join(dir, segmentName(this.active)), 'a');
+  }
+
+  /** Opens the journal folder (created if missing); segments left by an earlier run are sealed, for replay. */
+  static open(dir: string, fsync: boolean): LedgerJournal {
+    fs.mkdirSync(dir, { recursive: true });
+    const existing = fs
+      .readdirSync(dir)
+      .map((f) => SEGMENT_RE.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    return new LedgerJournal(dir, fsync, existing);
+  }
+
+  /** Changes in the journal that the database is not known to hold. */
+  get backlog(): number {
+    let n = this.activeLines + this.buffer.length;
+    for (const lines of this.sealed.values()) n += lines;
+    return n;
+  }
+
+  /** Sealed segments, oldest first. */
+  sealedSegments(): number[] {
+    return [...this.sealed.keys()].sort((a, b) => a - b);
+  }
+
+  /** Queues a change for the next write; not on disk until a sync() resolves. */
+  append(change: LedgerChange): void {
+    this.buffer.push(JSON.stringify(change));
+  }
+
+  /**
+   * Writes (and with fsync, fdatasyncs) every change appended so far. Callers arriving while a
+   * write runs share the next one.
+   */
+  sync(): Promise<void> {
+    if (!this.next) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.next = { promise, resolve, reject };
+      if (!this.flushing) this.kick();
+    }
+    return this.next.promise;
+  }
+
+  private kick(): void {
+    const waiter = this.next!;
+    this.next = undefined;
+    const lines = this.buffer;
+    this.buffer = [];
+    this.flushing = this.writeLines(lines).then(waiter.resolve, (err: unknown) => {
+      // Not written: put them back in front so a later sync tries again, in order.
+      this.buffer = lines.concat(this.buffer);
+      waiter.reject(err);
+    });
+    void this.flushing.finally(() => {
+      this.flushing = undefined;
+      if (this.next) this.kick();
+    });
+  }
+
+  private async writeLines(lines: string[]): Promise<void> {
+    if (lines.length > 0) {
+      const buf = Buffer.from(lines.join('\n') + '\n');
+      for (let off = 0; off < buf.length; ) off += (await write(this.fd, buf, off, buf.length - off)).bytesWritten;
+      this.activeLines += lines.length;
+    }
+    if (this.fsync && lines.length > 0) await fdatasync(this.fd);
+  }
+
+  /**
+   * Writes what is buffered, then seals the active segment and starts a new one; `atSeal` runs
+   * at the switch, synchronously (what was appended before it is in a sealed segment or still
+   * buffered for the new one).
+   * @returns the sealed segments (all of them, oldest first): delete them with {@link remove}
+   *   once the database holds every change appended before this call.
+   */
+  async rotate(atSeal: () => void = () => {}): Promise<number[]> {
+    await this.sync();
+    while (this.flushing) await this.flushing.catch(() => {});
+    // no write runs from here to the switch: nothing appended before atSeal() can reach the new segment unless it was still buffered
+    atSeal();
+    const old = this.fd;
+    this.sealed.set(this.active, this.activeLines);
+    this.active++;
+    this.activeLines = 0;
+    this.fd = fs.openSync(path.join(this.dir, segmentName(this.active)), 'a');
+    await close(old);
+    return this.sealedSegments();
+  }
+
+  /** Deletes sealed segments the database now holds. */
+  remove(segments: readonly number[]): void {
+    for (const n of segments) {
+      if (!this.sealed.has(n)) continue;
+      fs.rmSync(path.join(this.dir, segmentName(n)), { force: true });
+      this.sealed.delete(n);
+    }
+  }
+
+  /**
+   * The changes of a sealed segment, in order. A torn tail (a line cut short by a crash, or
+   * garbage after the last whole line) ends the segment: `torn` says how many bytes were ignored.
+   */
+  read(segment: number): { changes: LedgerChange[]; torn: number } {
+    const text = fs.readFileSync(path.join(this.dir, segmentName(segment)), 'utf8');
+    const changes: LedgerChange[] = [];
+    let start = 0;
+    for (;;) {
+      const end = text.indexOf('\n', start);
+      if (end < 0) break;
+      let change: LedgerChange;
+      try {
+        change = JSON.parse(text.slice(start, end)) as LedgerChange;
+      } catch {
+        break;
+      }
+      if (typeof change?.msgid !== 'string' || typeof change.state !== 'string') break;
+      changes.push(change);
+      start = end + 1;
+    }
+    this.sealed.set(segment, changes.length);
+    return { changes, torn: text.length - start };
+  }
+
+  async close(): Promise<void> {
+    await this.sync().catch(() => {});
+    while (this.flushing) await this.flushing.catch(() => {});
+    await close(this.fd).catch(() => {});
+  }
+}
