@@ -5,6 +5,7 @@ import { restart, resume, start, status, stop } from './service.js';
 import { dlqList, dlqRetry, queueInfo } from './queue-commands.js';
 import { registerTaskCommands } from './task-commands.js';
 import { registerClientCommands } from './client-commands.js';
+import { registerMsgCommands } from './msg-commands.js';
 import { withConfigDir, type ConfigFlags } from './daemon-link.js';
 import { main as simulatorMain } from '../simulator/index.js';
 
@@ -75,6 +76,7 @@ function serviceProgram(name: string, tracker: ErrorTracker = { printed: false }
   ).action((id: string | undefined, o: ConfigFlags & { all?: boolean }) => dlqRetry(name, id, o));
   registerClientCommands(program, name);
   registerTaskCommands(program, name);
+  registerMsgCommands(program, name);
   return program;
 }
 
@@ -85,6 +87,7 @@ const GROUPS: Array<[string, string[]]> = [
   ['Templates in the [pdo] store:', ['template']],
   ['Bulk tasks:', ['task']],
   ['Queue and dead letters:', ['queue', 'dlq']],
+  ['Message ledger:', ['msg']],
 ];
 
 /**

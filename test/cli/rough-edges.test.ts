@@ -265,6 +265,8 @@ describe('help', () => {
       'task create',
       'task run <id>',
       'task show <id>',
+      'msg show <msgid>',
+      'msg list',
     ]) {
       assert.ok(r.stdout.includes(`  <name> ${term} `), `mega --help lists ${term}:\n${r.stdout}`);
     }
