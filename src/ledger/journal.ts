@@ -86,6 +86,7 @@ export class LedgerJournal {
       });
       this.next = { promise, resolve, reject };
       if (!this.flushing) this.kick();
+      return promise;
     }
     return this.next.promise;
   }

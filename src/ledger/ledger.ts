@@ -123,6 +123,7 @@ export class Ledger implements LedgerReader {
     const mem = this.memory(msgid);
     let stored: MessageRecord | undefined;
     try {
+      await this.options.store.init();
       stored = await this.options.store.get(msgid);
     } catch (err) {
       if (mem) return recordOf(mem);
@@ -133,6 +134,7 @@ export class Ledger implements LedgerReader {
 
   async list(filter: MessageFilter): Promise<MessageRecord[]> {
     const limit = Math.max(1, Math.min(1000, Math.floor(filter.limit ?? 50)));
+    await this.options.store.init();
     const stored = await this.options.store.list({ ...filter, limit });
     const byId = new Map(stored.map((r) => [r.msgid, r]));
     // memory over the store, including messages the store has not seen yet

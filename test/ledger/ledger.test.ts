@@ -1,0 +1,201 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import pino from 'pino';
+import { Ledger, LedgerJournal, openLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
+import { LedgerStoreError } from '../../src/errors.js';
+import { tempDir } from '../helpers/processes.js';
+
+const logger = pino({ level: 'silent' });
+
+/** A real SQLite store that can be switched off, like a database that went away. */
+class SwitchableStore implements LedgerStore {
+  down = false;
+  upserts = 0;
+  constructor(readonly inner: LedgerStore) {}
+  get kind() {
+    return this.inner.kind;
+  }
+  get location() {
+    return this.inner.location;
+  }
+  get table() {
+    return this.inner.table;
+  }
+  private check(): void {
+    if (this.down) throw new LedgerStoreError('database is down');
+  }
+  async init() {
+    this.check();
+    return this.inner.init();
+  }
+  async upsert(changes: readonly LedgerChange[]) {
+    this.check();
+    this.upserts++;
+    return this.inner.upsert(changes);
+  }
+  async get(msgid: string) {
+    this.check();
+    return this.inner.get(msgid);
+  }
+  async list(f: Parameters<LedgerStore['list']>[0]) {
+    this.check();
+    return this.inner.list(f);
+  }
+  async purge(before: number, limit: number) {
+    this.check();
+    return this.inner.purge(before, limit);
+  }
+  close() {
+    return this.inner.close();
+  }
+}
+
+const ledgers: Ledger[] = [];
+after(async () => {
+  for (const l of ledgers) await l.close();
+});
+
+function setup(options: { dir?: string; flushIntervalMs?: number; memoryLimit?: number; retentionDays?: number } = {}) {
+  const dir = options.dir ?? tempDir();
+  const reader = openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` });
+  const store = new SwitchableStore(openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` }));
+  const ledger = Ledger.open({
+    store,
+    journalDir: path.join(dir, 'journal'),
+    fsync: true,
+    logger,
+    retentionDays: options.retentionDays ?? 7,
+    flushIntervalMs: options.flushIntervalMs ?? 20,
+    memoryLimit: options.memoryLimit,
+    retryCapMs: 50,
+  });
+  ledgers.push(ledger);
+  return { dir, store, reader, ledger, journal: path.join(dir, 'journal') };
+}
+
+async function until<T>(fn: () => Promise<T | undefined> | T | undefined, what: string): Promise<T> {
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const sent = (msgid: string, wechat: string, attempts = 1): LedgerChange => ({ msgid, state: 'sent', attempts, wechatMsgid: wechat, sentAt: Date.now(), at: Date.now() });
+
+describe('Ledger', () => {
+  it('coalesces the changes of one message and writes them in batches; get sees what is not written yet', async () => {
+    const { ledger, store, reader } = setup({ flushIntervalMs: 60_000 });
+    await reader.init();
+    for (let i = 0; i < 50; i++) ledger.queued(`c${i}`, `o${i}`, 'order', 'push', 1000 + i);
+    await ledger.record([{ msgid: 'c1', state: 'queued', attempts: 1, errcode: -1, errmsg: 'system error', at: 2000 }]);
+    await ledger.record([sent('c1', '4242', 2)]);
+    // not in the database yet: memory answers, merged
+    assert.equal(await reader.get('c1'), undefined);
+    const mem = await ledger.get('c1');
+    assert.deepEqual([mem?.state, mem?.openid, mem?.attempts, mem?.wechatMsgid, mem?.errcode], ['sent', 'o1', 2, '4242', -1]);
+    assert.equal((await ledger.list({ state: 'sent' })).length, 1);
+    assert.ok(await ledger.flush());
+    assert.equal(store.upserts, 1, 'one write for all 52 changes');
+    const row = await reader.get('c1');
+    assert.deepEqual([row?.state, row?.openid, row?.attempts, row?.wechatMsgid, row?.queuedAt], ['sent', 'o1', 2, '4242', 1001]);
+    assert.equal((await reader.list({ limit: 100 })).length, 50);
+    assert.equal(ledger.status().backlog, 0);
+  });
+
+  it('record() resolves only once the changes are in the journal on disk', async () => {
+    const { ledger, journal } = setup({ flushIntervalMs: 60_000 });
+    ledger.queued('d1', 'oD', 'order', 'push', 1);
+    await ledger.record([sent('d1', '99')]);
+    const text = fs.readdirSync(journal).map((f) => fs.readFileSync(path.join(journal, f), 'utf8')).join('');
+    assert.match(text, /"msgid":"d1","state":"queued"/);
+    assert.match(text, /"msgid":"d1","state":"sent".*"wechatMsgid":"99"/);
+  });
+
+  it('replays a journal left by a crash, torn tail and all, then deletes it', async () => {
+    const dir = tempDir();
+    const jdir = path.join(dir, 'journal');
+    fs.mkdirSync(jdir, { recursive: true });
+    const lines = [
+      JSON.stringify({ msgid: 'r1', state: 'queued', openid: 'oR1', key: 'k', kind: 'send', attempts: 0, queuedAt: 5, at: 5 }),
+      JSON.stringify({ msgid: 'r2', state: 'queued', openid: 'oR2', key: 'k', kind: 'push', attempts: 0, queuedAt: 6, at: 6 }),
+      JSON.stringify(sent('r1', '111')),
+    ];
+    fs.writeFileSync(path.join(jdir, '000000000001.jsonl'), lines.join('\n') + '\n');
+    // the next segment was cut short by the crash: its last change half written
+    fs.writeFileSync(path.join(jdir, '000000000002.jsonl'), JSON.stringify(sent('r2', '222')) + '\n' + '{"msgid":"r3","sta');
+    const { ledger, reader } = setup({ dir });
+    await reader.init();
+    await until(async () => (await reader.get('r2'))?.state === 'sent', 'the replay');
+    assert.deepEqual(
+      (await reader.list({})).map((r) => [r.msgid, r.state, r.openid, r.kind, r.wechatMsgid]),
+      [
+        ['r2', 'sent', 'oR2', 'push', '222'],
+        ['r1', 'sent', 'oR1', 'send', '111'],
+      ],
+    );
+    assert.equal(await reader.get('r3'), undefined);
+    await until(() => ledger.status().backlog === 0, 'an empty backlog');
+    assert.ok(!fs.existsSync(path.join(jdir, '000000000001.jsonl')));
+    assert.ok(!fs.existsSync(path.join(jdir, '000000000002.jsonl')));
+  });
+
+  it('keeps changes while the database is down (in the journal beyond the memory limit), shows the backlog, and catches up', async () => {
+    const { ledger, store, reader } = setup({ memoryLimit: 100 });
+    await reader.init();
+    store.down = true;
+    for (let i = 0; i < 300; i++) ledger.queued(`u${i}`, 'oU', 'order', 'push', i + 1);
+    const changes: LedgerChange[] = [];
+    for (let i = 0; i < 300; i++) changes.push(sent(`u${i}`, String(1000 + i)));
+    await ledger.record(changes);
+    await until(() => ledger.status().error !== null, 'the error in status');
+    // wait past the memory limit: the next failed write lets memory go
+    await new Promise((r) => setTimeout(r, 150));
+    const status = ledger.status();
+    assert.equal(status.backlog, 600);
+    assert.match(status.error ?? '', /database is down/);
+    store.down = false;
+    await until(() => ledger.status().backlog === 0 && ledger.status().error === null, 'the catch-up');
+    const rows = await reader.list({ openid: 'oU', limit: 1000 });
+    assert.equal(rows.length, 300);
+    assert.ok(rows.every((r) => r.state === 'sent' && r.wechatMsgid === String(1000 + r.queuedAt - 1)));
+  });
+
+  it('retention deletes rows done with for longer than retention_days, in batches, never queued ones', async () => {
+    const { ledger, reader } = setup({ retentionDays: 2 });
+    await reader.init();
+    const old = Date.now() - 3 * 86_400_000;
+    const changes: LedgerChange[] = [];
+    for (let i = 0; i < 1200; i++) changes.push({ msgid: `p${i}`, state: 'sent', openid: 'oP', attempts: 1, queuedAt: old, sentAt: old, at: old });
+    changes.push({ msgid: 'pq', state: 'queued', openid: 'oP', attempts: 0, queuedAt: old, at: old });
+    changes.push({ msgid: 'pnew', state: 'dead', openid: 'oP', attempts: 1, queuedAt: old, finalAt: Date.now(), at: Date.now() });
+    await ledger.record(changes);
+    assert.ok(await ledger.flush());
+    assert.equal(await ledger.purge(), 1200);
+    assert.deepEqual((await reader.list({ openid: 'oP' })).map((r) => r.msgid).sort(), ['pnew', 'pq']);
+  });
+});
+
+describe('LedgerJournal', () => {
+  it('group-commits: many syncs at once share the writes, every line lands once, in order', async () => {
+    const dir = tempDir();
+    const j = LedgerJournal.open(dir, true);
+    const waits: Promise<void>[] = [];
+    for (let i = 0; i < 200; i++) {
+      j.append({ msgid: `g${i}`, state: 'queued', at: i });
+      waits.push(j.sync());
+    }
+    await Promise.all(waits);
+    const sealed = await j.rotate();
+    const { changes, torn } = j.read(sealed[0]!);
+    assert.equal(torn, 0);
+    assert.deepEqual(changes.map((c) => c.msgid), Array.from({ length: 200 }, (_, i) => `g${i}`));
+    j.remove(sealed);
+    assert.equal(j.backlog, 0);
+    await j.close();
+  });
+});

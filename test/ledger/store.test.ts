@@ -1,0 +1,129 @@
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { openLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
+import { tempDir } from '../helpers/processes.js';
+import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+
+const T0 = 1_700_000_000_000;
+
+const queued = (msgid: string, openid = 'o1', at = T0): LedgerChange => ({ msgid, state: 'queued', openid, key: 'order', kind: 'push', attempts: 0, queuedAt: at, at });
+
+/** The same behaviour on both databases. */
+function storeContract(open: () => Promise<LedgerStore>): void {
+  it('upserts: a later change keeps what it does not know, attempts keep the maximum', async () => {
+    const store = await open();
+    await store.upsert([queued('m1'), queued('m2', 'o2')]);
+    await store.upsert([{ msgid: 'm1', state: 'queued', attempts: 2, errcode: -1, errmsg: 'system error', at: T0 + 10 }]);
+    await store.upsert([{ msgid: 'm1', state: 'sent', attempts: 1, wechatMsgid: '18446744073709551615', errcode: 0, errmsg: 'ok', sentAt: T0 + 20, at: T0 + 20 }]);
+    const m1 = await store.get('m1');
+    assert.deepEqual(m1, {
+      msgid: 'm1', openid: 'o1', key: 'order', kind: 'push', state: 'sent', attempts: 2,
+      wechatMsgid: '18446744073709551615', errcode: 0, errmsg: 'ok', queuedAt: T0, sentAt: T0 + 20, finalAt: null,
+    });
+    // applied again (a journal replayed twice): the same row
+    await store.upsert([{ msgid: 'm1', state: 'sent', attempts: 1, wechatMsgid: '18446744073709551615', errcode: 0, errmsg: 'ok', sentAt: T0 + 20, at: T0 + 20 }]);
+    assert.deepEqual(await store.get('m1'), m1);
+    assert.equal(await store.get('nope'), undefined);
+  });
+
+  it('a late first queued never takes a message back from a later state', async () => {
+    const store = await open();
+    await store.upsert([{ msgid: 'late', state: 'sent', attempts: 1, wechatMsgid: '7', sentAt: T0 + 5, at: T0 + 5 }]);
+    await store.upsert([queued('late', 'oLATE')]);
+    const r = await store.get('late');
+    assert.equal(r?.state, 'sent');
+    assert.equal(r?.openid, 'oLATE');
+    assert.equal(r?.queuedAt, T0);
+  });
+
+  it('writes hundreds of rows in one call and lists by openid, state and time, newest first', async () => {
+    const store = await open();
+    const many: LedgerChange[] = [];
+    for (let i = 0; i < 700; i++) many.push(queued(`bulk${i}`, i % 2 ? 'oODD' : 'oEVEN', T0 + i));
+    await store.upsert(many);
+    await store.upsert([{ msgid: 'bulk3', state: 'dead', attempts: 1, errcode: 40003, errmsg: 'invalid openid', finalAt: T0 + 1000, at: T0 + 1000 }]);
+    const odd = await store.list({ openid: 'oODD', limit: 5 });
+    assert.deepEqual(odd.map((r) => r.msgid), ['bulk699', 'bulk697', 'bulk695', 'bulk693', 'bulk691']);
+    const dead = await store.list({ state: 'dead' });
+    assert.deepEqual(dead.map((r) => [r.msgid, r.errcode, r.errmsg]), [['bulk3', 40003, 'invalid openid']]);
+    const since = await store.list({ openid: 'oEVEN', since: T0 + 690, limit: 100 });
+    assert.deepEqual(since.map((r) => r.msgid), ['bulk698', 'bulk696', 'bulk694', 'bulk692', 'bulk690']);
+  });
+
+  it('purges only rows done with before the cut-off, at most `limit` per call', async () => {
+    const store = await open();
+    const old: LedgerChange[] = [];
+    for (let i = 0; i < 30; i++) old.push({ msgid: `old${i}`, state: 'sent', openid: 'oP', attempts: 1, sentAt: T0, at: T0 });
+    old.push({ ...queued('oldq', 'oP'), at: T0 });
+    old.push({ msgid: 'fresh', state: 'dead', openid: 'oP', finalAt: T0 + 86_400_000, at: T0 + 86_400_000 });
+    await store.upsert(old);
+    assert.equal(await store.purge(T0 + 1, 20), 20);
+    assert.equal(await store.purge(T0 + 1, 20), 10);
+    assert.equal(await store.purge(T0 + 1, 20), 0);
+    const left = (await store.list({ openid: 'oP' })).map((r) => r.msgid).sort();
+    assert.deepEqual(left, ['fresh', 'oldq']);
+  });
+}
+
+describe('ledger store on SQLite', () => {
+  const stores: LedgerStore[] = [];
+  after(async () => {
+    for (const s of stores) await s.close();
+  });
+  const dir = tempDir();
+  let n = 0;
+  storeContract(async () => {
+    const s = openLedgerStore({ dsn: `sqlite:${path.join(dir, `l${n++}.db`)}` });
+    stores.push(s);
+    await s.init();
+    return s;
+  });
+
+  it('creates mega_message with its indexes, and init is idempotent', async () => {
+    const file = path.join(dir, 'idx.db');
+    const s = openLedgerStore({ dsn: `sqlite:${file}`, tablePrefix: 'x_' });
+    await s.init();
+    await s.init();
+    await s.close();
+    const db = new Database(file, { readonly: true });
+    const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'x_message' AND sql IS NOT NULL").all() as Array<{ name: string }>;
+    db.close();
+    assert.deepEqual(indexes.map((i) => i.name).sort(), ['x_message_openid_queued', 'x_message_updated', 'x_message_wechat_msgid']);
+  });
+});
+
+const available = await mysqlAvailable();
+
+describe('ledger store on MySQL', { skip: available ? false : `MySQL not reachable at ${mysqlTestTarget}` }, () => {
+  const stores: LedgerStore[] = [];
+  const prefixes: string[] = [];
+  after(async () => {
+    for (const s of stores) await s.close();
+    const db = await mysqlTestConnection();
+    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\``);
+    await db.end();
+  });
+  storeContract(async () => {
+    const prefix = uniqueTablePrefix();
+    prefixes.push(prefix);
+    const s = openLedgerStore({ dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, tablePrefix: prefix });
+    stores.push(s);
+    await s.init();
+    return s;
+  });
+
+  it('creates the table with the primary key and the three indexes', async () => {
+    const prefix = uniqueTablePrefix();
+    prefixes.push(prefix);
+    const s = openLedgerStore({ dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, tablePrefix: prefix });
+    stores.push(s);
+    await s.init();
+    const db = await mysqlTestConnection();
+    const [rows] = await db.query(`SHOW INDEX FROM \`${prefix}message\``);
+    await db.end();
+    const names = [...new Set((rows as Array<{ Key_name: string }>).map((r) => r.Key_name))].sort();
+    assert.deepEqual(names, ['PRIMARY', 'openid_queued', 'updated', 'wechat_msgid']);
+  });
+});
