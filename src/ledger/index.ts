@@ -9,6 +9,7 @@ import { deadLetterFile } from '../config/service-files.js';
 export { Ledger, type LedgerOptions, type LedgerStatus } from './ledger.js';
 export { LedgerJournal } from './journal.js';
 export { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
+export { ThreadedLedgerStore } from './threaded-store.js';
 export { mergeChange, applyChange, recordOf, type LedgerChange } from './change.js';
 
 /** The journal's folder: beside the dead-letter log (and the pid file), outside the queue's own folder. */

@@ -16,7 +16,7 @@ export interface LedgerOptions {
   retentionDays: number;
   /** ms between writes to the database. @defaultValue 100 */
   flushIntervalMs?: number;
-  /** Changes waiting that start a write before the interval is up. @defaultValue 2000 */
+  /** Messages changed that start a write before the interval is up. @defaultValue 20000 */
   flushChanges?: number;
   /** Changes kept in memory while the database is down; beyond, they are read back from the journal. @defaultValue 200000 */
   memoryLimit?: number;
@@ -67,7 +67,7 @@ export class Ledger implements LedgerReader {
     private readonly journal: LedgerJournal,
   ) {
     this.flushIntervalMs = options.flushIntervalMs ?? 100;
-    this.flushChanges = options.flushChanges ?? 2000;
+    this.flushChanges = options.flushChanges ?? 20_000;
     this.memoryLimit = options.memoryLimit ?? 200_000;
     this.retryCapMs = options.retryCapMs ?? 30_000;
     this.replay = journal.sealedSegments().length > 0;

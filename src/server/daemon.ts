@@ -12,7 +12,7 @@ import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../jobs/record.js';
 import { OutcomeKind } from '../jobs/outcome.js';
 import { decodeJobRecord } from '../jobs/record.js';
-import { Ledger, ledgerJournalDir, openLedgerStore } from '../ledger/index.js';
+import { Ledger, ledgerJournalDir, ThreadedLedgerStore } from '../ledger/index.js';
 import { LedgerObserver } from './ledger-link.js';
 import { MegaServer } from './server.js';
 import { ControlServer } from './control.js';
@@ -114,7 +114,7 @@ export class Daemon implements RequestHandler {
     const ledger = config.ledger.enabled
       ? await step('ledger', () => {
           const l = Ledger.open({
-            store: openLedgerStore(pdoOptions(config)),
+            store: new ThreadedLedgerStore(pdoOptions(config)),
             journalDir: ledgerJournalDir(config),
             fsync: config.queue.fsync === 'always',
             logger,
