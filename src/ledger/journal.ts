@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import type { LedgerChange } from './change.js';
+import { mergeChange, type LedgerChange } from './change.js';
 
 const write = promisify(fs.write);
 const fdatasync = promisify(fs.fdatasync);
@@ -38,7 +38,8 @@ export class LedgerJournal {
     private readonly fsync: boolean,
     existing: number[],
   ) {
-    for (const n of existing) this.sealed.set(n, 0);
+    // what an earlier run left: counted once, for the backlog in status
+    for (const n of existing) this.sealed.set(n, readJournalFile(path.join(dir, segmentName(n))).changes.length);
     this.active = (existing.length ? Math.max(...existing) : 0) + 1;
     this.fd = fs.openSync(path.join(dir, segmentName(this.active)), 'a');
   }
@@ -146,29 +147,9 @@ export class LedgerJournal {
     }
   }
 
-  /**
-   * The changes of a sealed segment, in order. A torn tail (a line cut short by a crash, or
-   * garbage after the last whole line) ends the segment: `torn` says how many bytes were ignored.
-   */
-  read(segment: number): { changes: LedgerChange[]; torn: number } {
-    const text = fs.readFileSync(path.join(this.dir, segmentName(segment)), 'utf8');
-    const changes: LedgerChange[] = [];
-    let start = 0;
-    for (;;) {
-      const end = text.indexOf('\n', start);
-      if (end < 0) break;
-      let change: LedgerChange;
-      try {
-        change = JSON.parse(text.slice(start, end)) as LedgerChange;
-      } catch {
-        break;
-      }
-      if (typeof change?.msgid !== 'string' || typeof change.state !== 'string') break;
-      changes.push(change);
-      start = end + 1;
-    }
-    this.sealed.set(segment, changes.length);
-    return { changes, torn: text.length - start };
+  /** The file of a segment. */
+  file(segment: number): string {
+    return path.join(this.dir, segmentName(segment));
   }
 
   async close(): Promise<void> {
@@ -176,4 +157,64 @@ export class LedgerJournal {
     while (this.flushing) await this.flushing.catch(() => {});
     await close(this.fd).catch(() => {});
   }
+}
+
+/**
+ * The changes of a journal file, in order. A torn tail (a line cut short by a crash, or garbage
+ * after the last whole line) ends it: `torn` says how many characters were ignored.
+ */
+export function readJournalFile(file: string): { changes: LedgerChange[]; torn: number } {
+  const text = fs.readFileSync(file, 'utf8');
+  const changes: LedgerChange[] = [];
+  let start = 0;
+  for (;;) {
+    const end = text.indexOf('\n', start);
+    if (end < 0) break;
+    let change: LedgerChange;
+    try {
+      change = JSON.parse(text.slice(start, end)) as LedgerChange;
+    } catch {
+      break;
+    }
+    if (typeof change?.msgid !== 'string' || typeof change.state !== 'string') break;
+    changes.push(change);
+    start = end + 1;
+  }
+  return { changes, torn: text.length - start };
+}
+
+/** Changes applied per store write while reading the journal back. */
+const APPLY_BATCH = 50_000;
+
+/**
+ * Applies journal files, oldest first, to the store: coalesced per msgid, in writes of up to
+ * 50,000 messages. Idempotent, so a crash in the middle only means applying them again.
+ * @returns the files whose tail was torn, with the characters ignored.
+ */
+export async function applyJournalFiles(
+  store: { upsert(changes: readonly LedgerChange[]): Promise<void> },
+  files: readonly string[],
+): Promise<Array<{ file: string; torn: number }>> {
+  const torn: Array<{ file: string; torn: number }> = [];
+  let merged = new Map<string, LedgerChange>();
+  for (const file of files) {
+    let read: { changes: LedgerChange[]; torn: number };
+    try {
+      read = readJournalFile(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    if (read.torn > 0) torn.push({ file, torn: read.torn });
+    for (const c of read.changes) {
+      const old = merged.get(c.msgid);
+      merged.set(c.msgid, old ? mergeChange(old, c) : c);
+    }
+    if (merged.size >= APPLY_BATCH) {
+      await store.upsert([...merged.values()]);
+      merged = new Map();
+    }
+  }
+  if (merged.size > 0) await store.upsert([...merged.values()]);
+  return torn;
 }

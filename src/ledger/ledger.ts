@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
 import { applyChange, mergeChange, recordOf, type LedgerChange } from './change.js';
-import { LedgerJournal } from './journal.js';
+import { applyJournalFiles, LedgerJournal } from './journal.js';
 import type { LedgerStore } from './store.js';
 
 export interface LedgerOptions {
@@ -18,7 +18,7 @@ export interface LedgerOptions {
   flushIntervalMs?: number;
   /** Messages changed that start a write before the interval is up. @defaultValue 20000 */
   flushChanges?: number;
-  /** Changes kept in memory while the database is down; beyond, they are read back from the journal. @defaultValue 200000 */
+  /** Messages whose changes get() merges from memory while the database is down; beyond, only the journal keeps them. @defaultValue 200000 */
   memoryLimit?: number;
   /** ms between retention passes. @defaultValue 60000 */
   purgeIntervalMs?: number;
@@ -35,8 +35,8 @@ export interface LedgerStatus {
   error: string | null;
 }
 
-/** Rows read back per store write while replaying the journal. */
-const REPLAY_CHUNK = 5000;
+/** Journal segments read back per write (after an outage there may be thousands). */
+const SEGMENTS_PER_WRITE = 100;
 
 /**
  * The message ledger: every state change of every message, fed by the daemon off the hot path,
@@ -49,8 +49,6 @@ export class Ledger implements LedgerReader {
   private pending = new Map<string, LedgerChange>();
   /** The batch being written right now (read by get() too). */
   private writing: Map<string, LedgerChange> | undefined;
-  /** The journal holds changes memory no longer has (left by an earlier run, or let go while the database was down). */
-  private replay: boolean;
   private timer: NodeJS.Timeout | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private cycle: Promise<void> | undefined;
@@ -70,7 +68,6 @@ export class Ledger implements LedgerReader {
     this.flushChanges = options.flushChanges ?? 20_000;
     this.memoryLimit = options.memoryLimit ?? 200_000;
     this.retryCapMs = options.retryCapMs ?? 30_000;
-    this.replay = journal.sealedSegments().length > 0;
   }
 
   /**
@@ -177,61 +174,54 @@ export class Ledger implements LedgerReader {
     this.lastError = message;
   }
 
-  /** One write to the database: everything noted so far, and the journal behind it. */
+  /**
+   * One write to the database: the journal's sealed segments, read back and coalesced (in the
+   * store's thread when it has one: the main thread only seals a segment and deletes it after).
+   * The journal, not memory, is what is written: memory is only what get() merges over the
+   * rows, so it may be let go when it grows too big while the database is down.
+   */
   private async writeOnce(): Promise<void> {
     const { store, logger } = this.options;
-    if (this.pending.size === 0 && !this.replay && this.journal.backlog === 0) return this.schedule(this.flushIntervalMs);
+    if (this.pending.size === 0 && this.journal.backlog === 0) return this.schedule(this.flushIntervalMs);
     let batch = new Map<string, LedgerChange>();
     let next = this.flushIntervalMs;
     try {
-      // Taken at the very moment the segment is sealed: every change in a sealed segment is in
-      // this batch or already in the database, so deleting the sealed segments after it loses none.
-      const sealed = await this.journal.rotate(() => {
+      // Taken at the moment the segment is sealed: every change in memory until then is in a
+      // sealed segment (or still buffered for the new one), none is lost by deleting them after.
+      const all = await this.journal.rotate(() => {
         batch = this.pending;
         this.pending = new Map();
         this.writing = batch;
       });
       await store.init();
-      if (this.replay) {
-        // Memory may not hold everything: the sealed segments do, in order (they hold `batch` too).
-        for (const segment of sealed) {
-          const { changes, torn } = this.journal.read(segment);
-          if (torn > 0) logger.warn({ segment, ignored: torn }, 'ledger journal: a torn tail was ignored');
-          for (let i = 0; i < changes.length; i += REPLAY_CHUNK) {
-            const merged = new Map<string, LedgerChange>();
-            for (const c of changes.slice(i, i + REPLAY_CHUNK)) {
-              const old = merged.get(c.msgid);
-              merged.set(c.msgid, old ? mergeChange(old, c) : c);
-            }
-            await store.upsert([...merged.values()]);
-          }
-          this.journal.remove([segment]);
-        }
-        this.replay = false;
-      } else if (batch.size > 0) {
-        await store.upsert([...batch.values()]);
-      }
+      const sealed = all.slice(0, SEGMENTS_PER_WRITE);
+      const files = sealed.map((n) => this.journal.file(n));
+      const torn = store.applyJournal ? await store.applyJournal(files) : await applyJournalFiles(store, files);
+      for (const t of torn) logger.warn({ file: t.file, ignored: t.torn }, 'ledger journal: a torn tail was ignored');
       this.journal.remove(sealed);
+      if (sealed.length < all.length) this.keep(batch); // more to read back: memory still answers for those
       if (this.lastError !== null) logger.info({ backlog: this.journal.backlog }, 'ledger: the database is written again');
       this.lastError = null;
       this.failures = 0;
+      if (sealed.length < all.length) next = 0;
     } catch (err) {
-      // Back under what came since: the newer changes win.
-      for (const [id, c] of batch) {
-        const newer = this.pending.get(id);
-        this.pending.set(id, newer ? mergeChange(c, newer) : c);
-      }
-      if (this.pending.size > this.memoryLimit) {
-        // The journal has every one of them: read them back from there when the database returns.
-        this.pending = new Map();
-        this.replay = true;
-      }
+      this.keep(batch);
       this.setError(err instanceof Error ? err.message : String(err));
       next = backoffDelay(this.failures++, { baseMs: this.flushIntervalMs, maxMs: this.retryCapMs });
     } finally {
       this.writing = undefined;
     }
     this.schedule(this.pending.size >= this.flushChanges && this.failures === 0 ? 0 : next);
+  }
+
+  /** Puts changes not known to be written back under what came since (the newer win), memory permitting. */
+  private keep(batch: Map<string, LedgerChange>): void {
+    for (const [id, c] of batch) {
+      const newer = this.pending.get(id);
+      this.pending.set(id, newer ? mergeChange(c, newer) : c);
+    }
+    // the journal has every one of them; get() may show an older state until they are written
+    if (this.pending.size > this.memoryLimit) this.pending = new Map();
   }
 
   /** Retention: rows done with for longer than retention_days go, a batch at a time. */

@@ -6,11 +6,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
 import type { LedgerChange } from './change.js';
+import { applyJournalFiles } from './journal.js';
 
 export interface StoreCall {
   id: number;
   /** `stage`: the first chunks of a batch, applied with the `upsert` that ends it. */
-  method: 'init' | 'stage' | 'upsert' | 'get' | 'list' | 'purge' | 'close';
+  method: 'init' | 'stage' | 'upsert' | 'applyJournal' | 'get' | 'list' | 'purge' | 'close';
   args: unknown[];
 }
 
@@ -35,6 +36,10 @@ if (parentPort) {
         if (call.method === 'upsert' && staged.length > 0) {
           call.args = [staged.concat(call.args[0] as LedgerChange[])];
           staged = [];
+        }
+        if (call.method === 'applyJournal') {
+          const torn = await applyJournalFiles(store, call.args[0] as string[]);
+          return port.postMessage({ id: call.id, result: torn } satisfies StoreReply);
         }
         const fn = store[call.method] as (...a: unknown[]) => Promise<unknown>;
         const result = await fn.apply(store, call.args);

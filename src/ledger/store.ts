@@ -18,6 +18,11 @@ export interface LedgerStore extends LedgerReader {
   init(): Promise<void>;
   /** Applies the changes (at most one per msgid), all or none on SQLite, in statements of up to 256 rows on MySQL. */
   upsert(changes: readonly LedgerChange[]): Promise<void>;
+  /**
+   * Applies journal files (see applyJournalFiles), where the store can do it off the main
+   * thread; the Ledger reads them itself otherwise.
+   */
+  applyJournal?(files: readonly string[]): Promise<Array<{ file: string; torn: number }>>;
   /** Deletes up to `limit` rows that are no longer `queued` and last changed before `before`; returns how many. */
   purge(before: number, limit: number): Promise<number>;
   close(): Promise<void>;

@@ -77,6 +77,11 @@ export class ThreadedLedgerStore implements LedgerStore {
     await this.call('upsert', [i === 0 ? changes : changes.slice(i)]);
   }
 
+  /** Read, coalesced and written by the thread: no change crosses between the threads. */
+  applyJournal(files: readonly string[]): Promise<Array<{ file: string; torn: number }>> {
+    return this.call('applyJournal', [files]);
+  }
+
   get(msgid: string): Promise<MessageRecord | undefined> {
     return this.call('get', [msgid]);
   }

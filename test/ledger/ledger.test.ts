@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
-import { Ledger, LedgerJournal, openLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
+import { Ledger, LedgerJournal, openLedgerStore, ThreadedLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
 import { LedgerStoreError } from '../../src/errors.js';
+import { readJournalFile } from '../../src/ledger/journal.js';
 import { tempDir } from '../helpers/processes.js';
 
 const logger = pino({ level: 'silent' });
@@ -180,6 +181,35 @@ describe('Ledger', () => {
   });
 });
 
+describe('Ledger on the threaded store (as the daemon runs it)', () => {
+  it('the store thread reads the journal back, torn tail and all, and get() sees the rows through it', async () => {
+    const dir = tempDir();
+    const jdir = path.join(dir, 'journal');
+    fs.mkdirSync(jdir, { recursive: true });
+    fs.writeFileSync(path.join(jdir, '000000000007.jsonl'), JSON.stringify({ msgid: 't0', state: 'queued', openid: 'oT0', attempts: 0, queuedAt: 3, at: 3 }) + '\n{"msgid":');
+    const store = new ThreadedLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` });
+    const ledger = Ledger.open({ store, journalDir: jdir, fsync: true, logger, retentionDays: 7, flushIntervalMs: 20 });
+    ledgers.push(ledger);
+    for (let i = 1; i <= 100; i++) ledger.queued(`t${i}`, `oT${i}`, 'order', 'send', 1000 + i);
+    await ledger.record([sent('t5', '555', 3)]);
+    assert.ok(await ledger.flush());
+    assert.equal(ledger.status().backlog, 0);
+    const reader = openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` });
+    await reader.init();
+    assert.equal((await reader.list({ limit: 1000 })).length, 101);
+    assert.deepEqual(pickRow(await reader.get('t5')), ['sent', 'oT5', 'send', 3, '555']);
+    assert.deepEqual(pickRow(await ledger.get('t0')), ['queued', 'oT0', 'push', 0, null]);
+    assert.equal((await ledger.list({ state: 'sent' }))[0]?.msgid, 't5');
+    await reader.close();
+    // a bad prefix is refused at once, not in the thread
+    assert.throws(() => new ThreadedLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}`, tablePrefix: 'bad-' }), /table_prefix/);
+  });
+});
+
+function pickRow(r: { state: string; openid: string; kind: string; attempts: number; wechatMsgid: string | null } | undefined): unknown[] {
+  return [r?.state, r?.openid, r?.kind, r?.attempts, r?.wechatMsgid];
+}
+
 describe('LedgerJournal', () => {
   it('group-commits: many syncs at once share the writes, every line lands once, in order', async () => {
     const dir = tempDir();
@@ -191,7 +221,7 @@ describe('LedgerJournal', () => {
     }
     await Promise.all(waits);
     const sealed = await j.rotate();
-    const { changes, torn } = j.read(sealed[0]!);
+    const { changes, torn } = readJournalFile(j.file(sealed[0]!));
     assert.equal(torn, 0);
     assert.deepEqual(changes.map((c) => c.msgid), Array.from({ length: 200 }, (_, i) => `g${i}`));
     j.remove(sealed);
