@@ -30,6 +30,8 @@ export class LedgerJournal {
   private readonly sealed = new Map<number, number>();
   private activeLines = 0;
   private buffer: string[] = [];
+  /** Lines taken from the buffer by the write under way: in neither the buffer nor surely the file. */
+  private inWrite: string[] = [];
   private flushing: Promise<void> | undefined;
   private next: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void } | undefined;
 
@@ -68,9 +70,22 @@ export class LedgerJournal {
     return [...this.sealed.keys()].sort((a, b) => a - b);
   }
 
-  /** Queues a change for the next write; not on disk until a sync() resolves. */
+  /**
+   * Queues a change for the next write; not on disk until a sync() resolves. The msgid must be
+   * its first member: {@link scan} finds a message's lines by their start.
+   */
   append(change: LedgerChange): void {
     this.buffer.push(JSON.stringify(change));
+  }
+
+  /** A change already serialised (see Ledger.queued): one JSON object, msgid first, no newline. */
+  appendLine(line: string): void {
+    this.buffer.push(line);
+  }
+
+  /** Changes in the active segment and the buffer: what may start a write early. */
+  get appended(): number {
+    return this.activeLines + this.buffer.length + this.inWrite.length;
   }
 
   /**
@@ -97,6 +112,7 @@ export class LedgerJournal {
     this.next = undefined;
     const lines = this.buffer;
     this.buffer = [];
+    this.inWrite = lines;
     this.flushing = this.writeLines(lines).then(waiter.resolve, (err: unknown) => {
       // Not written: put them back in front so a later sync tries again, in order.
       this.buffer = lines.concat(this.buffer);
@@ -104,6 +120,7 @@ export class LedgerJournal {
     });
     void this.flushing.finally(() => {
       this.flushing = undefined;
+      this.inWrite = [];
       if (this.next) this.kick();
     });
   }
@@ -150,6 +167,43 @@ export class LedgerJournal {
   /** The file of a segment. */
   file(segment: number): string {
     return path.join(this.dir, segmentName(segment));
+  }
+
+  /**
+   * The changes not known to be in the database, oldest first: of one message (`msgid`), or of
+   * all. Reads the newest segments up to `maxBytes` (the database being down for long, older
+   * ones are skipped: their changes are then seen once written).
+   */
+  scan(msgid?: string, maxBytes = 64 * 1024 * 1024): LedgerChange[] {
+    const needle = msgid === undefined ? undefined : `{"msgid":${JSON.stringify(msgid)},`;
+    const files = [...this.sealedSegments(), this.active].map((n) => this.file(n));
+    const chosen: string[] = [];
+    let budget = maxBytes;
+    for (let i = files.length - 1; i >= 0; i--) {
+      let size = 0;
+      try {
+        size = fs.statSync(files[i]!).size;
+      } catch {
+        continue; // deleted meanwhile: the database has it
+      }
+      if (size > budget) break;
+      budget -= size;
+      chosen.unshift(files[i]!);
+    }
+    const out: LedgerChange[] = [];
+    for (const f of chosen) {
+      let text: string;
+      try {
+        text = fs.readFileSync(f, 'utf8');
+      } catch {
+        continue;
+      }
+      collect(text, needle, out);
+    }
+    // lines being written may be in the active file already: applying a change twice is harmless
+    collect(this.inWrite.join('\n') + '\n', needle, out);
+    collect(this.buffer.join('\n') + '\n', needle, out);
+    return out;
   }
 
   async close(): Promise<void> {
@@ -217,4 +271,31 @@ export async function applyJournalFiles(
   }
   if (merged.size > 0) await store.upsert([...merged.values()]);
   return torn;
+}
+
+/** Whole lines of `text` (those starting with `needle`, or all), parsed, onto `out`. */
+function collect(text: string, needle: string | undefined, out: LedgerChange[]): void {
+  let pos = 0;
+  for (;;) {
+    let start: number;
+    if (needle === undefined) {
+      start = pos;
+    } else {
+      const hit = text.indexOf(needle, pos);
+      if (hit < 0) return;
+      if (hit > 0 && text[hit - 1] !== '\n') {
+        pos = hit + 1;
+        continue;
+      }
+      start = hit;
+    }
+    const end = text.indexOf('\n', start);
+    if (end < 0) return; // a line still being written
+    try {
+      if (end > start) out.push(JSON.parse(text.slice(start, end)) as LedgerChange);
+    } catch {
+      // a torn line: replay ignores it too
+    }
+    pos = end + 1;
+  }
 }

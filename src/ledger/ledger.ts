@@ -18,8 +18,6 @@ export interface LedgerOptions {
   flushIntervalMs?: number;
   /** Messages changed that start a write before the interval is up. @defaultValue 20000 */
   flushChanges?: number;
-  /** Messages whose changes get() merges from memory while the database is down; beyond, only the journal keeps them. @defaultValue 200000 */
-  memoryLimit?: number;
   /** ms between retention passes. @defaultValue 60000 */
   purgeIntervalMs?: number;
   /** Rows per retention DELETE. @defaultValue 500 */
@@ -40,15 +38,11 @@ const SEGMENTS_PER_WRITE = 100;
 
 /**
  * The message ledger: every state change of every message, fed by the daemon off the hot path,
- * journaled locally (durable before the job's queue ack, see {@link record}), coalesced per msgid
- * in memory and written to the database in batches. A database that is down only grows the
- * journal: nothing waits for it.
+ * journaled locally (durable before the job's queue ack, see {@link record}), then read back
+ * from the journal, coalesced per msgid and written to the database in batches. A database that
+ * is down only grows the journal: nothing waits for it, and nothing per message stays in memory.
  */
 export class Ledger implements LedgerReader {
-  /** Changes not written to the database yet, merged per msgid. */
-  private pending = new Map<string, LedgerChange>();
-  /** The batch being written right now (read by get() too). */
-  private writing: Map<string, LedgerChange> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private purgeTimer: NodeJS.Timeout | undefined;
   private cycle: Promise<void> | undefined;
@@ -57,7 +51,6 @@ export class Ledger implements LedgerReader {
   private closed = false;
   private readonly flushIntervalMs: number;
   private readonly flushChanges: number;
-  private readonly memoryLimit: number;
   private readonly retryCapMs: number;
 
   private constructor(
@@ -66,7 +59,6 @@ export class Ledger implements LedgerReader {
   ) {
     this.flushIntervalMs = options.flushIntervalMs ?? 100;
     this.flushChanges = options.flushChanges ?? 20_000;
-    this.memoryLimit = options.memoryLimit ?? 200_000;
     this.retryCapMs = options.retryCapMs ?? 30_000;
   }
 
@@ -89,17 +81,44 @@ export class Ledger implements LedgerReader {
 
   /** A message accepted and durable in the queue. Not durable itself until the next {@link record} resolves. */
   queued(msgid: string, openid: string, key: string, kind: 'push' | 'send', at: number): void {
-    this.note({ msgid, state: 'queued', openid, key, kind, attempts: 0, queuedAt: at, at });
+    if (this.closed) return;
+    // the line written directly, as JSON.stringify would (msgid is [A-Za-z0-9_-]): once per message
+    this.line(`{"msgid":"${msgid}","state":"queued","openid":${JSON.stringify(openid)},"key":${JSON.stringify(key)},"kind":"${kind}","attempts":0,"queuedAt":${at},"at":${at}}`);
   }
 
   /**
-   * Changes from the dispatcher's outcomes. Resolves once they (and every change noted before)
-   * are in the journal on disk; never rejects: a journal that cannot be written is logged and
-   * delivery goes on (the ledger misses those changes, the messages do not wait for it).
+   * WeChat accepted the message (the common outcome, so its line is written directly);
+   * durable once the next {@link commit} resolves.
    */
-  async record(changes: readonly LedgerChange[]): Promise<void> {
+  sent(msgid: string, wechatMsgid: string | undefined, attempts: number, at: number): void {
     if (this.closed) return;
-    for (const c of changes) this.note(c);
+    const w = wechatMsgid === undefined || !/^\d+$/.test(wechatMsgid) ? '' : `"wechatMsgid":"${wechatMsgid}",`;
+    this.line(`{"msgid":"${msgid}","state":"sent","attempts":${attempts},${w}"errcode":0,"errmsg":"ok","sentAt":${at},"at":${at}}`);
+  }
+
+  /** Any other change; durable once the next {@link commit} resolves. */
+  note(change: LedgerChange): void {
+    if (this.closed) return;
+    this.journal.append(change);
+    this.maybeWrite();
+  }
+
+  private line(text: string): void {
+    this.journal.appendLine(text);
+    this.maybeWrite();
+  }
+
+  private maybeWrite(): void {
+    if (this.journal.appended >= this.flushChanges && !this.cycle && this.failures === 0) this.schedule(0);
+  }
+
+  /**
+   * Resolves once every change noted so far is in the journal on disk; never rejects: a journal
+   * that cannot be written is shown in status and delivery goes on (the ledger misses those
+   * changes, the messages do not wait for it).
+   */
+  async commit(): Promise<void> {
+    if (this.closed) return;
     try {
       await this.journal.sync();
     } catch (err) {
@@ -108,16 +127,20 @@ export class Ledger implements LedgerReader {
     }
   }
 
-  private note(change: LedgerChange): void {
-    if (this.closed) return;
-    this.journal.append(change);
-    const old = this.pending.get(change.msgid);
-    this.pending.set(change.msgid, old ? mergeChange(old, change) : change);
-    if (this.pending.size >= this.flushChanges && !this.cycle && this.failures === 0) this.schedule(0);
+  /** Changes from the dispatcher's outcomes: note() each, then commit(). */
+  async record(changes: readonly LedgerChange[]): Promise<void> {
+    for (const c of changes) this.note(c);
+    await this.commit();
   }
 
+  /**
+   * The row with the changes not written yet applied over it. Those are read from the journal
+   * (nothing per message is kept in memory): a query costs a scan of the last ~100 ms of
+   * changes, a message costs nothing.
+   */
   async get(msgid: string): Promise<MessageRecord | undefined> {
-    const mem = this.memory(msgid);
+    let mem: LedgerChange | undefined;
+    for (const c of this.journal.scan(msgid)) mem = mem ? mergeChange(mem, c) : c;
     let stored: MessageRecord | undefined;
     try {
       await this.options.store.init();
@@ -134,27 +157,22 @@ export class Ledger implements LedgerReader {
     await this.options.store.init();
     const stored = await this.options.store.list({ ...filter, limit });
     const byId = new Map(stored.map((r) => [r.msgid, r]));
-    // memory over the store, including messages the store has not seen yet
-    const ids = new Set<string>([...(this.writing?.keys() ?? []), ...this.pending.keys()]);
-    for (const id of ids) {
-      const mem = this.memory(id)!;
+    // the changes not written yet over the rows, including messages the database has not seen
+    const unwritten = new Map<string, LedgerChange>();
+    for (const c of this.journal.scan()) {
+      const old = unwritten.get(c.msgid);
+      unwritten.set(c.msgid, old ? mergeChange(old, c) : c);
+    }
+    for (const [id, mem] of unwritten) {
       const r = applyChange(byId.get(id), mem);
-      if (filter.openid !== undefined && r.openid !== filter.openid) continue;
-      if (filter.state !== undefined && r.state !== filter.state) {
-        byId.delete(id);
-        continue;
-      }
-      if (filter.since !== undefined && r.queuedAt < filter.since) continue;
-      byId.set(id, r);
+      const fits =
+        (filter.openid === undefined || r.openid === filter.openid) &&
+        (filter.state === undefined || r.state === filter.state) &&
+        (filter.since === undefined || r.queuedAt >= filter.since);
+      if (fits) byId.set(id, r);
+      else byId.delete(id);
     }
     return [...byId.values()].sort((a, b) => b.queuedAt - a.queuedAt || (a.msgid < b.msgid ? 1 : -1)).slice(0, limit);
-  }
-
-  private memory(msgid: string): LedgerChange | undefined {
-    const w = this.writing?.get(msgid);
-    const p = this.pending.get(msgid);
-    if (w && p) return mergeChange(w, p);
-    return p ?? w;
   }
 
   private schedule(ms: number): void {
@@ -177,51 +195,28 @@ export class Ledger implements LedgerReader {
   /**
    * One write to the database: the journal's sealed segments, read back and coalesced (in the
    * store's thread when it has one: the main thread only seals a segment and deletes it after).
-   * The journal, not memory, is what is written: memory is only what get() merges over the
-   * rows, so it may be let go when it grows too big while the database is down.
    */
   private async writeOnce(): Promise<void> {
     const { store, logger } = this.options;
-    if (this.pending.size === 0 && this.journal.backlog === 0) return this.schedule(this.flushIntervalMs);
-    let batch = new Map<string, LedgerChange>();
+    if (this.journal.backlog === 0) return this.schedule(this.flushIntervalMs);
     let next = this.flushIntervalMs;
     try {
-      // Taken at the moment the segment is sealed: every change in memory until then is in a
-      // sealed segment (or still buffered for the new one), none is lost by deleting them after.
-      const all = await this.journal.rotate(() => {
-        batch = this.pending;
-        this.pending = new Map();
-        this.writing = batch;
-      });
+      const all = await this.journal.rotate();
       await store.init();
       const sealed = all.slice(0, SEGMENTS_PER_WRITE);
       const files = sealed.map((n) => this.journal.file(n));
       const torn = store.applyJournal ? await store.applyJournal(files) : await applyJournalFiles(store, files);
       for (const t of torn) logger.warn({ file: t.file, ignored: t.torn }, 'ledger journal: a torn tail was ignored');
       this.journal.remove(sealed);
-      if (sealed.length < all.length) this.keep(batch); // more to read back: memory still answers for those
       if (this.lastError !== null) logger.info({ backlog: this.journal.backlog }, 'ledger: the database is written again');
       this.lastError = null;
       this.failures = 0;
       if (sealed.length < all.length) next = 0;
     } catch (err) {
-      this.keep(batch);
       this.setError(err instanceof Error ? err.message : String(err));
       next = backoffDelay(this.failures++, { baseMs: this.flushIntervalMs, maxMs: this.retryCapMs });
-    } finally {
-      this.writing = undefined;
     }
-    this.schedule(this.pending.size >= this.flushChanges && this.failures === 0 ? 0 : next);
-  }
-
-  /** Puts changes not known to be written back under what came since (the newer win), memory permitting. */
-  private keep(batch: Map<string, LedgerChange>): void {
-    for (const [id, c] of batch) {
-      const newer = this.pending.get(id);
-      this.pending.set(id, newer ? mergeChange(c, newer) : c);
-    }
-    // the journal has every one of them; get() may show an older state until they are written
-    if (this.pending.size > this.memoryLimit) this.pending = new Map();
+    this.schedule(this.journal.appended >= this.flushChanges && this.failures === 0 ? 0 : next);
   }
 
   /** Retention: rows done with for longer than retention_days go, a batch at a time. */
@@ -254,7 +249,7 @@ export class Ledger implements LedgerReader {
       this.cycle = undefined;
     });
     await this.cycle;
-    return this.lastError === null && this.pending.size === 0;
+    return this.lastError === null && this.journal.backlog === 0;
   }
 
   /**

@@ -20,9 +20,14 @@ export class LedgerObserver implements OutcomeObserver {
 
   beforeAck(fates: readonly JobFate[]): Promise<void> {
     const now = Date.now();
-    const changes: LedgerChange[] = new Array(fates.length);
-    for (let i = 0; i < fates.length; i++) changes[i] = this.changeOf(fates[i]!, now);
-    return this.ledger.record(changes);
+    for (let i = 0; i < fates.length; i++) {
+      const f = fates[i]!;
+      const o = f.outcome;
+      // the common case, cheapest: a delivered job queued by this process
+      if (f.fate === 'sent' && o.msgid !== undefined && o.id >= this.firstId) this.ledger.sent(o.msgid, o.wechatMsgid, f.sends, now);
+      else this.ledger.note(this.changeOf(f, now));
+    }
+    return this.ledger.commit();
   }
 
   private changeOf(f: JobFate, now: number): LedgerChange {
