@@ -34,16 +34,28 @@ export function keepsState(newer: LedgerChange, olderState: string): boolean {
   return newer.state === 'queued' && newer.attempts === 0 && olderState !== 'queued';
 }
 
-/** `newer` applied over `older`: every field it knows wins, attempts keep the larger count. */
+/**
+ * `newer` applied over `older`: every field it knows wins, attempts keep the larger count.
+ * Field by field, into an object of one fixed shape: the store thread merges every change it
+ * reads back, and a generic key loop made that the costliest step of a write.
+ */
 export function mergeChange(older: LedgerChange, newer: LedgerChange): LedgerChange {
-  const merged: LedgerChange = { ...older };
-  for (const k of Object.keys(newer) as Array<keyof LedgerChange>) {
-    const v = newer[k];
-    if (v !== undefined) (merged as unknown as Record<string, unknown>)[k] = v;
-  }
-  if (keepsState(newer, older.state)) merged.state = older.state;
-  if (older.attempts !== undefined && newer.attempts !== undefined) merged.attempts = Math.max(older.attempts, newer.attempts);
-  return merged;
+  return {
+    msgid: older.msgid,
+    state: keepsState(newer, older.state) ? older.state : newer.state,
+    openid: newer.openid ?? older.openid,
+    key: newer.key ?? older.key,
+    kind: newer.kind ?? older.kind,
+    attempts:
+      older.attempts === undefined ? newer.attempts : newer.attempts === undefined ? older.attempts : Math.max(older.attempts, newer.attempts),
+    wechatMsgid: newer.wechatMsgid ?? older.wechatMsgid,
+    errcode: newer.errcode ?? older.errcode,
+    errmsg: newer.errmsg ?? older.errmsg,
+    queuedAt: newer.queuedAt ?? older.queuedAt,
+    sentAt: newer.sentAt ?? older.sentAt,
+    finalAt: newer.finalAt ?? older.finalAt,
+    at: Math.max(newer.at, older.at),
+  };
 }
 
 /** A record from a change alone (nothing stored yet): what it does not know is empty. */

@@ -79,6 +79,20 @@ export class Ledger implements LedgerReader {
     return ledger;
   }
 
+  /**
+   * Opens the database now (and with it the store's thread, its modules and its connection), so
+   * that this start-up cost is not paid under the first load. Waits at most `timeoutMs`; never
+   * rejects: a database that cannot be opened is tried again by every write.
+   */
+  async ready(timeoutMs = 3000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.options.store.init().catch((err: unknown) => this.setError(err instanceof Error ? err.message : String(err))),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
   status(): LedgerStatus {
     return { backlog: this.journal.backlog, error: this.lastError };
   }

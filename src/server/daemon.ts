@@ -112,7 +112,7 @@ export class Daemon implements RequestHandler {
     // Jobs below this id were queued by an earlier run (see LedgerObserver).
     const firstId = queue.stats().nextId;
     const ledger = config.ledger.enabled
-      ? await step('ledger', () => {
+      ? await step('ledger', async () => {
           const l = Ledger.open({
             store: new ThreadedLedgerStore(pdoOptions(config)),
             journalDir: ledgerJournalDir(config),
@@ -121,6 +121,7 @@ export class Daemon implements RequestHandler {
             retentionDays: config.ledger.retentionDays,
           });
           cleanups.push(() => l.close());
+          await l.ready();
           return l;
         })
       : undefined;
