@@ -103,7 +103,7 @@ export interface MegaConfig {
     segmentSize: number;
   };
   ledger: {
-    /** @defaultValue true */
+    /** @defaultValue false (docs/LEDGER.md: its cost is not yet low enough to be on by default) */
     enabled: boolean;
     /** @defaultValue 7 */
     retentionDays: number;

@@ -17,6 +17,9 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, startStack, type SimMessage, type SimulatorHandle } from '../helpers/stack.js';
 
+/** The ledger is off by default (docs/LEDGER.md, Performance): these tests turn it on. */
+const LEDGER_ON = { ledger: { enabled: 1 } };
+
 const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
 
 type Received = SimMessage & { msgid?: number };
@@ -64,7 +67,7 @@ describe('message ledger end to end', () => {
         { pattern: '^oFLAKY', errcode: -1, errmsg: 'system error' },
       ],
     });
-    const stack = await startStack({ simulator: sim, templates: { order: ORDER } });
+    const stack = await startStack({ simulator: sim, templates: { order: ORDER }, ini: LEDGER_ON });
     const store = openLedgerStore({ dsn: `sqlite:${stack.dbFile}` });
     try {
       const client = await stack.connect();
@@ -114,7 +117,7 @@ describe('message ledger end to end', () => {
   it('kill -9 under load, then restart: every message WeChat accepted has its sent row with WeChat msgid', async () => {
     await sim.post('/_sim/reset', {});
     await sim.post('/_sim/config', { latencyMs: 20 });
-    const stack = await startStack({ simulator: sim, templates: { order: ORDER } });
+    const stack = await startStack({ simulator: sim, templates: { order: ORDER }, ini: LEDGER_ON });
     const store = openLedgerStore({ dsn: `sqlite:${stack.dbFile}` });
     let restarted: Awaited<ReturnType<typeof startDaemon>> | undefined;
     try {
@@ -193,6 +196,7 @@ describe('message ledger with the database down (MariaDB behind a proxy)', { ski
     const dir = tempDir();
     const ini = baseIni(dir, path.join(dir, 'unused.db'), sim.url);
     ini.pdo = pdo;
+    ini.ledger = LEDGER_ON.ledger;
     const configDir = path.join(dir, 'config');
     writeIni(configDir, 'wechat', ini);
     const daemon = await spawnMega(['wechat', 'start', '--foreground', '--config-dir', configDir], /listening on [^:\s]+:(\d+)/);

@@ -17,7 +17,7 @@ describe('query and msg show|list with the ledger', () => {
   before(async () => {
     sim = await startSimulator(['--app-id', APP_ID, '--app-secret', APP_SECRET]);
     await sim.post('/_sim/config', { failOpenids: [{ pattern: '^oDEAD', errcode: 43004, errmsg: 'require subscribe' }] });
-    stack = await startStack({ simulator: sim, templates: { k: { template_id: 't', data: {} } } });
+    stack = await startStack({ simulator: sim, templates: { k: { template_id: 't', data: {} } }, ini: { ledger: { enabled: 1 } } });
   });
   after(async () => {
     await stack?.stop();
