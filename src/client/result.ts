@@ -50,18 +50,22 @@ export function toMegaResult(kind: RequestKind, result: Result): MegaResult {
   return out;
 }
 
-/** WeChat's JSON answer, when `message` is one (an object with a numeric errcode). */
-export function parseWechat(message: string): MegaWechatAnswer | undefined {
-  if (!message.startsWith('{')) return undefined;
+/** `text` parsed, when it is a JSON object; undefined for anything else (the daemon's text messages included). */
+function jsonObject(text: string): Record<string, unknown> | undefined {
   let value: unknown;
   try {
-    value = JSON.parse(message);
+    value = JSON.parse(text);
   } catch {
     return undefined;
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
-  const v = value as Record<string, unknown>;
-  if (typeof v.errcode !== 'number') return undefined;
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+/** WeChat's JSON answer, when `message` is one (an object with a numeric errcode). */
+export function parseWechat(message: string): MegaWechatAnswer | undefined {
+  if (!message.startsWith('{')) return undefined;
+  const v = jsonObject(message);
+  if (v === undefined || typeof v.errcode !== 'number') return undefined;
   const out: MegaWechatAnswer = { errcode: v.errcode, errmsg: typeof v.errmsg === 'string' ? v.errmsg : String(v.errmsg ?? '') };
   if (typeof v.msgid === 'number' || typeof v.msgid === 'string') out.msgid = v.msgid;
   if (typeof v.openid === 'string') out.openid = v.openid;
@@ -77,14 +81,8 @@ const textOrNull = (v: unknown): boolean => v === null || typeof v === 'string';
  * a MessageRecord has; undefined when the text is not one.
  */
 export function parseMessageRecord(message: string): MessageRecord | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(message);
-  } catch {
-    return undefined;
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
-  const v = value as Record<string, unknown>;
+  const v = jsonObject(message);
+  if (v === undefined) return undefined;
   const ok =
     typeof v.msgid === 'string' &&
     typeof v.openid === 'string' &&
