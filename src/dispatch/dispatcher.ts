@@ -376,12 +376,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     if (observer && fates.length > 0) {
       const ids = finished.map(({ outcome }) => outcome.id);
-      const acked = observer.beforeAck(fates).then(() => {
-        this.acking.delete(acked);
-        // stop() waits for these before the queue closes
-        for (const id of ids) this.ackJob(id);
-        if (this.jobs.size === 0 && this.acking.size === 0) this.emit('drained');
-      });
+      // An observer that throws or rejects must neither crash the daemon nor keep jobs forever:
+      // delivery goes on, and the failure is logged (the ledger says so in status too).
+      const acked = Promise.resolve()
+        .then(() => observer.beforeAck(fates))
+        .catch((err: unknown) => this.options.logger.error({ err }, 'the outcome observer failed; the jobs are acknowledged all the same'))
+        .then(() => {
+          this.acking.delete(acked);
+          // stop() waits for these before the queue closes
+          for (const id of ids) this.ackJob(id);
+          if (this.jobs.size === 0 && this.acking.size === 0) this.emit('drained');
+        });
       this.acking.add(acked);
     } else if (this.jobs.size === 0 && this.acking.size === 0) {
       this.emit('drained');

@@ -61,3 +61,33 @@ describe('Dispatcher with an OutcomeObserver', () => {
     assert.deepEqual(queue.calls.filter((c) => c.startsWith('ack')), ['ack 1', 'ack 2', 'ack 3']);
   });
 });
+
+describe('Dispatcher with a failing OutcomeObserver', () => {
+  for (const [what, beforeAck] of [
+    ['rejects', () => Promise.reject(new Error('journal: ENOSPC'))],
+    ['throws', () => {
+      throw new Error('closed');
+    }],
+  ] as const) {
+    it(`an observer that ${what} neither crashes the daemon nor keeps the jobs: they are acked and the failure logged`, async () => {
+      const clock = new FakeClock();
+      const queue = new FakeQueue(() => clock.now());
+      const pool = new FakePool(4, clock);
+      const logged: string[] = [];
+      const logger = pino({ level: 'error' }, { write: (line: string) => void logged.push(line) });
+      const dispatcher = new Dispatcher({
+        queue, pool, tokens: new FakeTokens(), deadLetters: new FakeDeadLetters(), logger, clock,
+        random: () => 0.5, observer: { beforeAck }, isAwaited: () => false,
+      });
+      queue.add(job(1), job(2));
+      dispatcher.start();
+      await settle();
+      pool.answer({ id: 1, kind: OutcomeKind.Ok, msgid: 'm1', wechatMsgid: '1' }, { id: 2, kind: OutcomeKind.Ok, msgid: 'm2', wechatMsgid: '2' });
+      await settle();
+      assert.deepEqual(queue.calls.filter((c) => c.startsWith('ack')), ['ack 1', 'ack 2']);
+      assert.equal(logged.length, 1);
+      assert.match(logged[0]!, /the outcome observer failed; the jobs are acknowledged all the same/);
+      await dispatcher.stop(1000);
+    });
+  }
+});
