@@ -160,6 +160,21 @@ export class WechatTransportError extends MegaError {
   }
 }
 
+/**
+ * Safe-mode (encrypted) server-URL traffic that cannot be used: an EncodingAESKey that is not
+ * 43 base64 characters, an `Encrypt` payload that is not base64 or not whole AES blocks, bad
+ * padding, a length field past the end, a message that is not UTF-8. `reason` says which, for
+ * tests and logs; the message never contains the key (the key is the account's secret).
+ */
+export type CallbackCryptoReason = 'key' | 'ciphertext' | 'padding' | 'length' | 'encoding' | 'random';
+export class CallbackCryptoError extends MegaError {
+  readonly reason: CallbackCryptoReason;
+  constructor(message: string, reason: CallbackCryptoReason) {
+    super(message, 'MEGA_ERR_CALLBACK_CRYPTO');
+    this.reason = reason;
+  }
+}
+
 // ---------------------------------------------------------------- daemon / cli
 
 /** The daemon is not running (no pid file, or a stale one). */

@@ -6,5 +6,17 @@ export { TokenManager } from './token-manager.js';
 export type { TokenManagerOptions } from './token-manager.js';
 export { ERRCODE, errmsgFor, isTokenErrcode } from './errcodes.js';
 export { redactSecrets, redactLiterals } from './redact.js';
-export { TokenError, WechatTransportError } from '../errors.js';
+export {
+  parseEncodingAesKey,
+  callbackSignature,
+  verifyCallbackSignature,
+  messageSignature,
+  verifyMessageSignature,
+  decryptCallbackMessage,
+  encryptCallbackMessage,
+  appidMatches,
+} from './callback-crypto.js';
+export type { CallbackAesKey, DecryptedCallback } from './callback-crypto.js';
+export { TokenError, WechatTransportError, CallbackCryptoError } from '../errors.js';
+export type { CallbackCryptoReason } from '../errors.js';
 export type { WechatTransportKind } from '../errors.js';
