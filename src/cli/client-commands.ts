@@ -25,6 +25,7 @@ import {
   type ConfigFlags,
   type LinkFlags,
 } from './daemon-link.js';
+import { say, errorText } from './output.js';
 
 const TEMPLATE_KEY = /^[\x21-\x7e]{1,32}$/;
 const TITLE_MAX_CHARS = 100;
@@ -38,14 +39,6 @@ interface ConnectionFlags extends LinkFlags {
 interface MessageFlags extends ConnectionFlags {
   data?: string;
   msgid?: string;
-}
-
-function say(line: string): void {
-  process.stdout.write(line + '\n');
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 export function registerClientCommands(program: Command, name: string): void {

@@ -25,6 +25,7 @@ import { runningPid } from '../config/service-files.js';
 import { MegaClient, type MegaClientOptions } from '../client/index.js';
 import { controlRequest } from '../server/control.js';
 import { CliFailure } from './failure.js';
+import { errorText } from './output.js';
 
 export interface ConfigFlags {
   configDir?: string;
@@ -56,10 +57,6 @@ export function withDaemonLink<C extends Command>(command: C): C {
 
 export function loadServiceConfig(name: string, configDir: string | undefined): MegaConfig {
   return loadConfig(name, resolveConfigDir(configDir));
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function parsePort(text: string, flag: string): number {

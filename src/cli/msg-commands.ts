@@ -15,6 +15,7 @@ import { isMsgid, MESSAGE_STATES, type LedgerReader, type MessageFilter, type Me
 import { BadRequestError } from '../errors.js';
 import { CliFailure } from './failure.js';
 import { loadServiceConfig, withConfigDir, type ConfigFlags } from './daemon-link.js';
+import { say } from './output.js';
 
 interface ShowFlags extends ConfigFlags {
   json?: boolean;
@@ -25,10 +26,6 @@ interface ListFlags extends ShowFlags {
   state?: string;
   since?: number;
   limit?: string;
-}
-
-function say(line: string): void {
-  process.stdout.write(line + '\n');
 }
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };

@@ -6,6 +6,7 @@ import { controlRequest } from '../server/control.js';
 import { queueSummary, type AnswerOf, type ControlRequest, type DeadLetterSelector } from '../server/control-protocol.js';
 import { CliFailure } from './failure.js';
 import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
+import { say } from './output.js';
 
 /**
  * `mega <name> queue` and `mega <name> dlq ...`. With the daemon running they go through its
@@ -15,10 +16,6 @@ import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
 
 interface CommonOptions extends ConfigFlags {
   json?: boolean;
-}
-
-function say(line: string): void {
-  process.stdout.write(line + '\n');
 }
 
 async function withStoppedQueue<T>(config: MegaConfig, fn: (queue: FileQueue) => Promise<T>): Promise<T> {

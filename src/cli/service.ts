@@ -10,6 +10,7 @@ import type { DaemonStatus } from '../server/control-protocol.js';
 import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
 import { installSampleTemplate, startDemoSimulator } from './demo.js';
 import { CliFailure, EXIT_NOT_RUNNING } from './failure.js';
+import { say } from './output.js';
 
 export interface StartOptions extends ConfigFlags {
   foreground?: boolean;
@@ -19,10 +20,6 @@ export interface StartOptions extends ConfigFlags {
 }
 
 const BIN = fileURLToPath(new URL('../../bin/mega.js', import.meta.url));
-
-function say(line: string): void {
-  process.stdout.write(line + '\n');
-}
 
 /** `mega <name> start`: in the foreground, or as a detached child when `daemonize` is on. */
 export async function start(name: string, options: StartOptions): Promise<void> {

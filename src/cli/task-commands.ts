@@ -23,6 +23,7 @@ import {
 
 import { CliFailure } from './failure.js';
 import { connectDaemon, loadServiceConfig, resolveDaemonLink, withConfigDir, withDaemonLink, type ConfigFlags, type LinkFlags } from './daemon-link.js';
+import { say } from './output.js';
 
 /**
  * `mega <name> task create|run|resume|pause|list|show`: bulk tasks (src/tasks).
@@ -35,10 +36,6 @@ import { connectDaemon, loadServiceConfig, resolveDaemonLink, withConfigDir, wit
 const SIGNAL_EXIT: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const ID_HELP = 'task id (a positive integer, as task create printed it)';
-
-function say(line: string): void {
-  process.stdout.write(line + '\n');
-}
 
 /** The `<id>` argument's parser: commander prints the refusal with the value and the argument's name. */
 function parseId(text: string): number {

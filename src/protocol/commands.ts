@@ -301,7 +301,8 @@ function checkKey(key: string): string {
   return key;
 }
 
-function checkMsgid(msgid: string): string {
-  if (!MSGID.test(msgid)) throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
+/** @throws BadRequestError unless `msgid` is a msgid the protocol carries (see {@link isMsgid}). */
+export function checkMsgid(msgid: unknown): string {
+  if (!isMsgid(msgid)) throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
   return msgid;
 }

@@ -12,6 +12,7 @@ export {
   encodeTset,
   isAuthToken,
   isMsgid,
+  checkMsgid,
   parseAuth,
   parseRequest,
   parseResult,

@@ -11,7 +11,7 @@ import type { QueueStats } from '../queue/index.js';
 import type { PauseState } from '../dispatch/dispatcher.js';
 import type { DeadLetter, DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { BadRequestError } from '../errors.js';
-import { MESSAGE_STATES, isMsgid, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/index.js';
+import { MESSAGE_STATES, checkMsgid, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/index.js';
 
 export type { DeadLetter, DeadLetterSelector, PauseState };
 
@@ -161,10 +161,6 @@ export function checkMessageFilter(value: unknown): MessageFilter {
   return filter;
 }
 
-function msgidOf(value: unknown): string {
-  if (!isMsgid(value)) throw new BadRequestError('msgid must be 1-64 characters of [A-Za-z0-9_-]');
-  return value;
-}
 
 /** A parsed request line, checked: what the socket received is untrusted JSON. */
 export function parseControlRequest(value: unknown): ControlRequest {
@@ -180,7 +176,7 @@ export function parseControlRequest(value: unknown): ControlRequest {
     case 'dlq-retry':
       return { cmd, selector: selectorOf((value as { selector?: unknown }).selector) };
     case 'msg-show':
-      return { cmd, msgid: msgidOf((value as { msgid?: unknown }).msgid) };
+      return { cmd, msgid: checkMsgid((value as { msgid?: unknown }).msgid) };
     case 'msg-list':
       return { cmd, filter: checkMessageFilter((value as { filter?: unknown }).filter) };
     default:

@@ -7,7 +7,7 @@ import { deadLetterFile, queueOptions, runningPid } from '../config/service-file
 import { FileQueue } from '../queue/index.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
-import { Dispatcher, type PauseState, type Settlement } from '../dispatch/dispatcher.js';
+import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
 import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../jobs/record.js';
 import { OutcomeKind } from '../jobs/outcome.js';
