@@ -175,6 +175,14 @@ export class CallbackCryptoError extends MegaError {
   }
 }
 
+/** A server-URL request whose XML is not well-formed, or not WeChat's (`<xml>` root, no DOCTYPE). */
+export class CallbackXmlError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_CALLBACK_XML');
+    this.name = 'CallbackXmlError';
+  }
+}
+
 // ---------------------------------------------------------------- daemon / cli
 
 /** The daemon is not running (no pid file, or a stale one). */

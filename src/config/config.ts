@@ -95,6 +95,10 @@ export interface MegaConfig {
     quotaRetryInterval: number;
     /** Messages per second for the whole daemon; 0 = unlimited. @defaultValue 0 */
     rateLimit: number;
+    /** The server URL's Token, for `[callback]`'s signatures. From `MEGA_WECHAT_TOKEN`, else the ini. */
+    token: string | undefined;
+    /** The server URL's EncodingAESKey (safe mode). From `MEGA_ENCODING_AES_KEY`, else the ini. */
+    encodingAesKey: string | undefined;
   };
   queue: {
     /** @defaultValue always */
@@ -107,6 +111,26 @@ export interface MegaConfig {
     enabled: boolean;
     /** @defaultValue 7 */
     retentionDays: number;
+  };
+  callback: {
+    /** The receipts endpoint's address. @defaultValue undefined (off) */
+    listen: ListenAddress | undefined;
+    /** @defaultValue /wechat/callback */
+    path: string;
+    /** Where verified requests that are not receipts go. @defaultValue undefined (answered `success`, dropped) */
+    forwardUrl: string | undefined;
+    /** Forward receipts too, once recorded. @defaultValue false */
+    forwardReceipts: boolean;
+    /** @defaultValue 4500 */
+    forwardTimeoutMs: number;
+  };
+  receipt: {
+    /** Where final states are POSTed. @defaultValue undefined (off) */
+    webhookUrl: string | undefined;
+    /** HMAC key of `X-Mega-Signature`. From `MEGA_WEBHOOK_SECRET`, else the ini. @defaultValue undefined (unsigned) */
+    webhookSecret: string | undefined;
+    /** @defaultValue 100 */
+    webhookBatch: number;
   };
   log: {
     /** @defaultValue ../logs/<name>.log */
@@ -182,6 +206,12 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
   }
   if (tlsCa && !tlsCert) throw new ConfigError('[server] tls_ca needs [server] tls_cert and tls_key');
   const tls = tlsCert && tlsKey ? { cert: tlsCert, key: tlsKey, ca: tlsCa } : undefined;
+  if (sections.callback!.listen && !sections.wechat!.token) {
+    throw new ConfigError('[wechat] token is required when [callback] listen is set (every request is checked against it)');
+  }
+  if (sections.receipt!.webhookUrl && !sections.ledger!.enabled) {
+    throw new ConfigError('[receipt] webhook_url needs [ledger] enabled = 1 (the webhook sends what the ledger records)');
+  }
 
   return { name, file, ...sections, server: { ...server, tls } } as unknown as MegaConfig;
 }

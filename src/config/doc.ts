@@ -10,7 +10,7 @@ export function configReferenceMarkdown(keys: readonly KeySpec[] = CONFIG_KEYS):
   const rows = ['| key | default | value | meaning |', '|---|---|---|---|'];
   for (const k of keys) {
     if (k.prop === undefined) continue;
-    const listKey = k.key === 'listen' ? 'listen[]' : k.key;
+    const listKey = k.section === 'server' && k.key === 'listen' ? 'listen[]' : k.key;
     let help = k.help;
     if (k.env) help += `. Env \`${k.env}\` wins over the file`;
     if (k.secret) help += '. Never logged or echoed';

@@ -8,9 +8,9 @@ import { ConfigError } from '../errors.js';
  * table of docs/CONFIGURATION.md (doc.ts) are both produced from it, so they cannot disagree.
  */
 
-export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'ledger' | 'log';
+export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'ledger' | 'callback' | 'receipt' | 'log';
 
-export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'ledger', 'log'];
+export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'ledger', 'callback', 'receipt', 'log'];
 
 export interface ListenAddress {
   host: string;
@@ -122,19 +122,47 @@ function listen(raw: unknown, _ctx: KeyContext, where: string): ListenAddress[] 
   if (raw === undefined) return [{ host: '127.0.0.1', port: 9501 }];
   const list = Array.isArray(raw) ? raw : [raw];
   if (list.length === 0) throw new ConfigError(`${where}[] needs at least one host:port`);
-  return list.map((entry) => {
-    const value = String(entry).trim();
-    const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value);
-    const port = match ? Number(match[3]) : NaN;
-    if (!match || port > 65535) {
-      throw new ConfigError(`${where}[] must be host:port (e.g. 127.0.0.1:9501), got ${JSON.stringify(value)}`);
-    }
-    return { host: match[1] ?? match[2]!, port };
-  });
+  return list.map((entry) => hostPort(String(entry).trim(), `${where}[]`));
+}
+
+function hostPort(value: string, where: string): ListenAddress {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new ConfigError(`${where} must be host:port (e.g. 127.0.0.1:9501), got ${JSON.stringify(value)}`);
+  return { host: match[1] ?? match[2]!, port };
+}
+
+/** One host:port, or undefined (off) when empty. */
+function optionalListen(raw: unknown, _ctx: KeyContext, where: string): ListenAddress | undefined {
+  const value = single(raw, where);
+  return value ? hostPort(value, where) : undefined;
+}
+
+/** WeChat's EncodingAESKey: 43 characters of base64 (the key is their decoding with a `=` added). */
+function encodingAesKey(raw: unknown, _ctx: KeyContext, where: string): string | undefined {
+  const value = single(raw, where, true);
+  if (!value) return undefined;
+  if (!/^[A-Za-z0-9+/]{43}$/.test(value)) throw new ConfigError(`${where} must be the 43 characters WeChat shows (letters, digits, + and /), got ${value.length} characters`);
+  return value;
+}
+
+function callbackPath(raw: unknown, _ctx: KeyContext, where: string): string {
+  const value = single(raw, where) || '/wechat/callback';
+  if (!/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$/.test(value)) throw new ConfigError(`${where} must be a URL path starting with /, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 function apiBase(raw: unknown, _ctx: KeyContext, where: string): string {
-  const value = (single(raw, where) ?? 'https://api.weixin.qq.com').replace(/\/+$/, '');
+  return httpUrl(single(raw, where) ?? 'https://api.weixin.qq.com', where).replace(/\/+$/, '');
+}
+
+/** An http(s) URL, or undefined when empty. */
+function optionalUrl(raw: unknown, _ctx: KeyContext, where: string): string | undefined {
+  const value = single(raw, where);
+  return value ? httpUrl(value, where) : undefined;
+}
+
+function httpUrl(value: string, where: string): string {
   let url: URL | undefined;
   try {
     url = new URL(value);
@@ -247,13 +275,28 @@ export const CONFIG_KEYS: readonly KeySpec[] = [
   { section: 'wechat', key: 'retry_max', prop: 'retryMax', type: 'whole number 0–100', defaultText: '`5`', help: 'retries before such a job fails for good', parse: int(5, 0, 100) },
   { section: 'wechat', key: 'quota_retry_interval', prop: 'quotaRetryInterval', type: 'seconds 1–86400', defaultText: '`600`', help: 'seconds between probe messages while the daily quota is used up (45009)', parse: int(600, 1, 86400) },
   { section: 'wechat', key: 'rate_limit', prop: 'rateLimit', type: 'messages/s 0–1000000', defaultText: '`0`', help: 'messages per second for the whole daemon, spaced evenly; `0` = unlimited', parse: int(0, 0, 1_000_000) },
-  compat('wechat', 'token', 'the server-verification token of a WeChat callback URL, which this daemon does not serve'),
+  { section: 'wechat', key: 'token', prop: 'token', type: 'text 3–32', defaultText: '—', secret: true, env: 'MEGA_WECHAT_TOKEN', help: "the Token of the account's server URL (WeChat's console, Basic configuration): what `[callback]` checks every request's signature with. Required when `[callback] listen` is set", parse: (raw, ctx, where) => {
+    const value = text(undefined, true)(raw, ctx, where) as string | undefined;
+    if (value && !/^[A-Za-z0-9]{3,32}$/.test(value)) throw new ConfigError(`${where} must be 3–32 letters or digits, as WeChat's console accepts`);
+    return value || undefined;
+  } },
+  { section: 'wechat', key: 'encoding_aes_key', prop: 'encodingAesKey', type: '43 characters', defaultText: '—', secret: true, env: 'MEGA_ENCODING_AES_KEY', help: "the EncodingAESKey of the server URL: set it when the account uses safe mode (or compatible mode); encrypted callbacks are refused without it", parse: encodingAesKey },
   // ---- [queue]
   { section: 'queue', key: 'fsync', prop: 'fsync', type: '`always` or `none`', defaultText: '`always`', help: '`always`: a Push is answered after fsync (one fsync covers every record written meanwhile). `none`: no fsync — a process crash loses nothing, a power loss may lose the last records', parse: oneOf('always', ['always', 'none']) },
   { section: 'queue', key: 'segment_size', prop: 'segmentSize', type: 'bytes 4096–2147483647', defaultText: '`41943040`', help: 'bytes per queue segment file (40 MiB)', parse: int(40 * 1024 * 1024, 4096, 0x7fffffff) },
   // ---- [ledger]
   { section: 'ledger', key: 'enabled', prop: 'enabled', type: '0/1', defaultText: '`0`', help: 'the message ledger (docs/LEDGER.md): every accepted Push and Send gets a row in `{table_prefix}message` of the `[pdo]` store, with its state, attempts and WeChat\'s msgid. Off by default for now: it still costs more than half of the ingest rate (docs/LEDGER.md, Performance). `0`: no table, no journal, no cost', parse: bool(false) },
   { section: 'ledger', key: 'retention_days', prop: 'retentionDays', type: 'days 1–3650', defaultText: '`7`', help: 'rows not changed for this long and no longer `queued` are deleted, a few hundred at a time', parse: int(7, 1, 3650) },
+  // ---- [callback]
+  { section: 'callback', key: 'listen', prop: 'listen', type: 'host:port', defaultText: 'off', help: "the receipts endpoint (docs/CALLBACK.md): WeChat's server-URL protocol over HTTP on this address. Put it behind your HTTPS proxy as the account's server URL. Empty: off", parse: optionalListen },
+  { section: 'callback', key: 'path', prop: 'path', type: 'URL path', defaultText: '`/wechat/callback`', help: 'the path the endpoint answers on; any other path is 404', parse: callbackPath },
+  { section: 'callback', key: 'forward_url', prop: 'forwardUrl', type: 'http(s) URL', defaultText: 'off', help: "every verified request that is not a delivery receipt (user messages, menu clicks, subscribe events) is passed to this URL unchanged (method, query string, body) and its answer returned to WeChat: the daemon sits in front of the app that had the server URL. Empty: such requests are answered `success` and dropped", parse: optionalUrl },
+  { section: 'callback', key: 'forward_receipts', prop: 'forwardReceipts', type: '0/1', defaultText: '`0`', help: '`1`: delivery receipts are forwarded too (after they are recorded)', parse: bool(false) },
+  { section: 'callback', key: 'forward_timeout_ms', prop: 'forwardTimeoutMs', type: 'ms 100–60000', defaultText: '`4500`', help: 'how long a forwarded request may take; then WeChat gets a 502 (WeChat itself gives up after 5 s and retries)', parse: int(4500, 100, 60000) },
+  // ---- [receipt]
+  { section: 'receipt', key: 'webhook_url', prop: 'webhookUrl', type: 'http(s) URL', defaultText: 'off', help: "final states (`delivered`, `failed_user_block`, `failed_system`, `rejected`, `dead`) are POSTed here as signed JSON batches, at least once and in order (docs/WEBHOOK.md). Needs `[ledger] enabled`. Empty: off", parse: optionalUrl },
+  { section: 'receipt', key: 'webhook_secret', prop: 'webhookSecret', type: 'text', defaultText: '—', secret: true, env: 'MEGA_WEBHOOK_SECRET', help: 'the HMAC-SHA256 key of `X-Mega-Signature`; without it batches are sent unsigned', parse: (raw, ctx, where) => text(undefined, true)(raw, ctx, where) || undefined },
+  { section: 'receipt', key: 'webhook_batch', prop: 'webhookBatch', type: 'whole number 1–1000', defaultText: '`100`', help: 'most events in one POST', parse: int(100, 1, 1000) },
   // ---- [log]
   { section: 'log', key: 'log_file', prop: 'logFile', type: 'path', defaultText: '`../logs/<name>.log`', help: 'JSON lines (pino)', parse: file((ctx) => `../logs/${ctx.name}.log`) },
   { section: 'log', key: 'log_level', prop: 'logLevel', type: 'level', defaultText: '`info`', help: "`trace`, `debug`, `info`, `warn`/`warning`, `error`, `fatal` (monolog's `notice`, `critical`, `alert`, `emergency` map to the nearest)", parse: logLevel },

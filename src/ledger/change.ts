@@ -23,6 +23,37 @@ export interface LedgerChange {
   at: number;
 }
 
+/** What a TEMPLATESENDJOBFINISH receipt can say about a message. */
+export type ReceiptState = 'delivered' | 'failed_user_block' | 'failed_system';
+
+/**
+ * A delivery receipt as the journal holds it: keyed by WeChat's msgid (all a receipt knows),
+ * the message it is about found by the store. Its first member is `receipt`, never `msgid`, so
+ * a scan for a message's changes never mistakes one for a change.
+ */
+export interface LedgerReceipt {
+  /** WeChat's MsgID. */
+  receipt: string;
+  state: ReceiptState;
+  /** WeChat's `Status`, as sent (kept as errmsg of a failure). */
+  status: string;
+  openid?: string;
+  /** When it arrived (ms): the record's final time. */
+  at: number;
+}
+
+/** WeChat's documented `Status` values, and any other `failed...` as a system failure. */
+export function receiptStateOf(status: string): ReceiptState {
+  if (status === 'success') return 'delivered';
+  if (/user\s*block/i.test(status)) return 'failed_user_block';
+  return 'failed_system';
+}
+
+/** A record with a receipt applied: the final state, and WeChat's Status as errmsg of a failure. */
+export function applyReceipt(record: MessageRecord, r: LedgerReceipt): MessageRecord {
+  return { ...record, state: r.state, finalAt: r.at, errmsg: r.state === 'delivered' ? record.errmsg : r.status };
+}
+
 /** WeChat's errmsg is short; a daemon reason (a render error) is cut so a row stays small. */
 export const ERRMSG_MAX = 512;
 
@@ -30,9 +61,14 @@ export const ERRMSG_MAX = 512;
  * The `queued` of an accepted message (attempts 0), noted after its append resolved, never
  * takes a message back from a later state it reached meanwhile (or a replay found first).
  */
-export function keepsState(newer: LedgerChange, olderState: string): boolean {
-  return newer.state === 'queued' && newer.attempts === 0 && olderState !== 'queued';
+export function keepsState(newer: LedgerChange, olderState: string, olderWechatMsgid?: string | null): boolean {
+  if (newer.state === 'queued' && newer.attempts === 0 && olderState !== 'queued') return true;
+  // a receipt applied first (it raced the send's answer, or a replay re-applies the send): the
+  // send's `sent` never takes the message back from what WeChat later reported about that send
+  return newer.state === 'sent' && RECEIPT_STATES.has(olderState) && newer.wechatMsgid !== undefined && newer.wechatMsgid === olderWechatMsgid;
 }
+
+const RECEIPT_STATES: ReadonlySet<string> = new Set(['delivered', 'failed_user_block', 'failed_system']);
 
 /**
  * `newer` applied over `older`: every field it knows wins, attempts keep the larger count.
@@ -42,7 +78,7 @@ export function keepsState(newer: LedgerChange, olderState: string): boolean {
 export function mergeChange(older: LedgerChange, newer: LedgerChange): LedgerChange {
   return {
     msgid: older.msgid,
-    state: keepsState(newer, older.state) ? older.state : newer.state,
+    state: keepsState(newer, older.state, older.wechatMsgid) ? older.state : newer.state,
     openid: newer.openid ?? older.openid,
     key: newer.key ?? older.key,
     kind: newer.kind ?? older.kind,
@@ -79,12 +115,13 @@ export function recordOf(c: LedgerChange): MessageRecord {
 /** A stored record with changes not written yet applied over it. */
 export function applyChange(record: MessageRecord | undefined, c: LedgerChange): MessageRecord {
   if (!record) return recordOf(c);
+  if (c.state === 'sent' && keepsState(c, record.state, record.wechatMsgid)) return { ...record, attempts: Math.max(record.attempts, c.attempts ?? 0) };
   return {
     msgid: record.msgid,
     openid: c.openid || record.openid,
     key: c.key || record.key,
     kind: c.kind ?? record.kind,
-    state: keepsState(c, record.state) ? record.state : c.state,
+    state: keepsState(c, record.state, record.wechatMsgid) ? record.state : c.state,
     attempts: Math.max(record.attempts, c.attempts ?? 0),
     wechatMsgid: c.wechatMsgid ?? record.wechatMsgid,
     errcode: c.errcode ?? record.errcode,

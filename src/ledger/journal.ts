@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { mergeChange, type LedgerChange } from './change.js';
+import { mergeChange, type LedgerChange, type LedgerReceipt } from './change.js';
+import type { MessageRecord } from '../protocol/message-record.js';
 
 const write = promisify(fs.write);
 const fdatasync = promisify(fs.fdatasync);
@@ -76,6 +77,11 @@ export class LedgerJournal {
    */
   append(change: LedgerChange): void {
     this.buffer.push(JSON.stringify(change));
+  }
+
+  /** A receipt: one line, `receipt` its first member (see LedgerReceipt). */
+  appendReceipt(receipt: LedgerReceipt): void {
+    this.buffer.push(JSON.stringify(receipt));
   }
 
   /** A change already serialised (see Ledger.queued): one JSON object, msgid first, no newline. */
@@ -175,7 +181,16 @@ export class LedgerJournal {
    * ones are skipped: their changes are then seen once written).
    */
   scan(msgid?: string, maxBytes = 64 * 1024 * 1024): LedgerChange[] {
-    const needle = msgid === undefined ? undefined : `{"msgid":${JSON.stringify(msgid)},`;
+    return this.scanLines<LedgerChange>(msgid === undefined ? '{"msgid":' : `{"msgid":${JSON.stringify(msgid)},`, maxBytes);
+  }
+
+  /** The receipts not known to be in the database, oldest first: for one WeChat msgid, or all. */
+  scanReceipts(wechatMsgid?: string, maxBytes = 64 * 1024 * 1024): LedgerReceipt[] {
+    return this.scanLines<LedgerReceipt>(wechatMsgid === undefined ? '{"receipt":' : `{"receipt":${JSON.stringify(wechatMsgid)},`, maxBytes);
+  }
+
+  /** Lines starting with `needle` of the newest segments (up to `maxBytes`) and the buffer. */
+  private scanLines<T>(needle: string, maxBytes: number): T[] {
     const files = [...this.sealedSegments(), this.active].map((n) => this.file(n));
     const chosen: string[] = [];
     let budget = maxBytes;
@@ -190,7 +205,7 @@ export class LedgerJournal {
       budget -= size;
       chosen.unshift(files[i]!);
     }
-    const out: LedgerChange[] = [];
+    const out: T[] = [];
     for (const f of chosen) {
       let text: string;
       try {
@@ -214,45 +229,56 @@ export class LedgerJournal {
 }
 
 /**
- * The changes of a journal file, in order. A torn tail (a line cut short by a crash, or garbage
- * after the last whole line) ends it: `torn` says how many characters were ignored.
+ * The changes and receipts of a journal file, in order. A torn tail (a line cut short by a
+ * crash, or garbage after the last whole line) ends it: `torn` says how many characters were
+ * ignored.
  */
-export function readJournalFile(file: string): { changes: LedgerChange[]; torn: number } {
+export function readJournalFile(file: string): { changes: LedgerChange[]; receipts: LedgerReceipt[]; torn: number } {
   const text = fs.readFileSync(file, 'utf8');
   const changes: LedgerChange[] = [];
+  const receipts: LedgerReceipt[] = [];
   let start = 0;
   for (;;) {
     const end = text.indexOf('\n', start);
     if (end < 0) break;
-    let change: LedgerChange;
+    let line: (LedgerChange & LedgerReceipt) | null;
     try {
-      change = JSON.parse(text.slice(start, end)) as LedgerChange;
+      line = JSON.parse(text.slice(start, end)) as LedgerChange & LedgerReceipt;
     } catch {
       break;
     }
-    if (typeof change?.msgid !== 'string' || typeof change.state !== 'string') break;
-    changes.push(change);
+    if (typeof line?.state !== 'string') break;
+    if (typeof line.msgid === 'string') changes.push(line);
+    else if (typeof line.receipt === 'string') receipts.push(line);
+    else break;
     start = end + 1;
   }
-  return { changes, torn: text.length - start };
+  return { changes, receipts, torn: text.length - start };
 }
 
 /** Changes applied per store write while reading the journal back. */
 const APPLY_BATCH = 50_000;
 
 /**
- * Applies journal files, oldest first, to the store: coalesced per msgid, in writes of up to
- * 50,000 messages. Idempotent, so a crash in the middle only means applying them again.
- * @returns the files whose tail was torn, with the characters ignored.
+ * Applies journal files, oldest first, to the store: changes coalesced per msgid, in writes of
+ * up to 50,000 messages, then the receipts (which find their messages written by then).
+ * Idempotent, so a crash in the middle only means applying them again (and reporting the same
+ * final states again: the webhook is at least once).
+ * @returns the files whose tail was torn, with the characters ignored, and the records made final
  */
 export async function applyJournalFiles(
-  store: { upsert(changes: readonly LedgerChange[]): Promise<void> },
+  store: {
+    upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]>;
+    applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]>;
+  },
   files: readonly string[],
-): Promise<Array<{ file: string; torn: number }>> {
+): Promise<{ torn: Array<{ file: string; torn: number }>; finals: MessageRecord[] }> {
   const torn: Array<{ file: string; torn: number }> = [];
+  const finals: MessageRecord[] = [];
+  const receipts: LedgerReceipt[] = [];
   let merged = new Map<string, LedgerChange>();
   for (const file of files) {
-    let read: { changes: LedgerChange[]; torn: number };
+    let read: ReturnType<typeof readJournalFile>;
     try {
       read = readJournalFile(file);
     } catch (err) {
@@ -264,35 +290,42 @@ export async function applyJournalFiles(
       const old = merged.get(c.msgid);
       merged.set(c.msgid, old ? mergeChange(old, c) : c);
     }
+    for (const r of read.receipts) receipts.push(r);
     if (merged.size >= APPLY_BATCH) {
-      await store.upsert([...merged.values()]);
+      finals.push(...(await store.upsert([...merged.values()])));
       merged = new Map();
     }
   }
-  if (merged.size > 0) await store.upsert([...merged.values()]);
-  return torn;
+  if (merged.size > 0) finals.push(...(await store.upsert([...merged.values()])));
+  for (let i = 0; i < receipts.length; i += APPLY_BATCH) finals.push(...(await store.applyReceipts(receipts.slice(i, i + APPLY_BATCH))));
+  return { torn, finals: distinctFinals(finals) };
 }
 
-/** Whole lines of `text` (those starting with `needle`, or all), parsed, onto `out`. */
-function collect(text: string, needle: string | undefined, out: LedgerChange[]): void {
+/** Each final state once (a receipt can be found both by its send's change and by itself), in order. */
+function distinctFinals(records: readonly MessageRecord[]): MessageRecord[] {
+  const seen = new Set<string>();
+  return records.filter((r) => {
+    const key = `${r.msgid}:${r.state}:${r.finalAt}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** Whole lines of `text` that start with `needle`, parsed, onto `out`. */
+function collect<T>(text: string, needle: string, out: T[]): void {
   let pos = 0;
   for (;;) {
-    let start: number;
-    if (needle === undefined) {
-      start = pos;
-    } else {
-      const hit = text.indexOf(needle, pos);
-      if (hit < 0) return;
-      if (hit > 0 && text[hit - 1] !== '\n') {
-        pos = hit + 1;
-        continue;
-      }
-      start = hit;
+    const hit = text.indexOf(needle, pos);
+    if (hit < 0) return;
+    if (hit > 0 && text[hit - 1] !== '\n') {
+      pos = hit + 1;
+      continue;
     }
-    const end = text.indexOf('\n', start);
+    const end = text.indexOf('\n', hit);
     if (end < 0) return; // a line still being written
     try {
-      if (end > start) out.push(JSON.parse(text.slice(start, end)) as LedgerChange);
+      out.push(JSON.parse(text.slice(hit, end)) as T);
     } catch {
       // a torn line: replay ignores it too
     }

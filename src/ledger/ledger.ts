@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import { applyChange, mergeChange, recordOf, type LedgerChange } from './change.js';
+import { applyChange, applyReceipt, mergeChange, recordOf, type LedgerChange, type LedgerReceipt } from './change.js';
 import { applyJournalFiles, LedgerJournal } from './journal.js';
 import type { LedgerStore } from './store.js';
 
@@ -29,6 +29,13 @@ export interface LedgerOptions {
   purgeBatch?: number;
   /** Longest wait between two attempts while the database fails. @defaultValue 30000 */
   retryCapMs?: number;
+  /**
+   * Gets the records each write made final (`delivered`, `failed_*`, `rejected`, `dead`), in
+   * order, and must make them durable before it resolves: the journal that holds their changes
+   * is deleted after (the webhook's outbox). A rejection keeps the journal and the write is
+   * tried again, so a record may be handed over more than once.
+   */
+  onFinal?: (records: MessageRecord[]) => Promise<void>;
 }
 
 export interface LedgerStatus {
@@ -115,6 +122,16 @@ export class Ledger implements LedgerReader {
     this.line(`{"msgid":"${msgid}","state":"sent","attempts":${attempts},${w}"errcode":0,"errmsg":"ok","sentAt":${at},"at":${at}}`);
   }
 
+  /**
+   * A delivery receipt, applied to its message when written (or when its message is, if the
+   * receipt came first); durable once the next {@link commit} resolves.
+   */
+  receipt(receipt: LedgerReceipt): void {
+    if (this.closed) return;
+    this.journal.appendReceipt(receipt);
+    this.maybeWrite();
+  }
+
   /** Any other change; durable once the next {@link commit} resolves. */
   note(change: LedgerChange): void {
     if (this.closed) return;
@@ -165,10 +182,18 @@ export class Ledger implements LedgerReader {
       await this.options.store.init();
       stored = await this.options.store.get(msgid);
     } catch (err) {
-      if (mem) return recordOf(mem);
+      if (mem) return this.withReceipt(recordOf(mem));
       throw err;
     }
-    return mem ? applyChange(stored, mem) : stored;
+    const record = mem ? applyChange(stored, mem) : stored;
+    return record && this.withReceipt(record);
+  }
+
+  /** A receipt still in the journal applied over the record (one written is in the row already). */
+  private withReceipt(record: MessageRecord): MessageRecord {
+    if (record.wechatMsgid === null) return record;
+    const receipts = this.journal.scanReceipts(record.wechatMsgid);
+    return receipts.length ? applyReceipt(record, receipts[receipts.length - 1]!) : record;
   }
 
   async list(filter: MessageFilter): Promise<MessageRecord[]> {
@@ -182,8 +207,12 @@ export class Ledger implements LedgerReader {
       const old = unwritten.get(c.msgid);
       unwritten.set(c.msgid, old ? mergeChange(old, c) : c);
     }
+    const receipts = new Map<string, LedgerReceipt>();
+    for (const r of this.journal.scanReceipts()) receipts.set(r.receipt, r);
     for (const [id, mem] of unwritten) {
-      const r = applyChange(byId.get(id), mem);
+      let r = applyChange(byId.get(id), mem);
+      const receipt = r.wechatMsgid === null ? undefined : receipts.get(r.wechatMsgid);
+      if (receipt) r = applyReceipt(r, receipt);
       const fits =
         (filter.openid === undefined || r.openid === filter.openid) &&
         (filter.state === undefined || r.state === filter.state) &&
@@ -224,8 +253,9 @@ export class Ledger implements LedgerReader {
       await store.init();
       const sealed = all.slice(0, SEGMENTS_PER_WRITE);
       const files = sealed.map((n) => this.journal.file(n));
-      const torn = store.applyJournal ? await store.applyJournal(files) : await applyJournalFiles(store, files);
-      for (const t of torn) logger.warn({ file: t.file, ignored: t.torn }, 'ledger journal: a torn tail was ignored');
+      const applied = store.applyJournal ? await store.applyJournal(files) : await applyJournalFiles(store, files);
+      for (const t of applied.torn) logger.warn({ file: t.file, ignored: t.torn }, 'ledger journal: a torn tail was ignored');
+      if (applied.finals.length > 0 && this.options.onFinal) await this.options.onFinal(applied.finals);
       this.journal.remove(sealed);
       if (this.lastError !== null) logger.info({ backlog: this.journal.backlog }, 'ledger: the database is written again');
       this.lastError = null;

@@ -11,7 +11,7 @@ import { applyJournalFiles } from './journal.js';
 export interface StoreCall {
   id: number;
   /** `stage`: the first chunks of a batch, applied with the `upsert` that ends it. */
-  method: 'init' | 'stage' | 'upsert' | 'applyJournal' | 'get' | 'list' | 'purge' | 'close';
+  method: 'init' | 'stage' | 'upsert' | 'applyReceipts' | 'applyJournal' | 'get' | 'list' | 'purge' | 'close';
   args: unknown[];
 }
 
@@ -38,8 +38,8 @@ if (parentPort) {
           staged = [];
         }
         if (call.method === 'applyJournal') {
-          const torn = await applyJournalFiles(store, call.args[0] as string[]);
-          return port.postMessage({ id: call.id, result: torn } satisfies StoreReply);
+          const applied = await applyJournalFiles(store, call.args[0] as string[]);
+          return port.postMessage({ id: call.id, result: applied } satisfies StoreReply);
         }
         const fn = store[call.method] as (...a: unknown[]) => Promise<unknown>;
         const result = await fn.apply(store, call.args);

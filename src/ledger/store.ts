@@ -3,7 +3,7 @@ import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { LedgerStoreError } from '../errors.js';
 import { MysqlStore, openSqlite, parseDsn, sqliteLocation, SqlStore, tableName, textColumn, type MysqlDsn, type SqliteDsn } from '../db/index.js';
 import { MESSAGE_STATES, type LedgerReader, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/message-record.js';
-import { ERRMSG_MAX, type LedgerChange } from './change.js';
+import { ERRMSG_MAX, type LedgerChange, type LedgerReceipt } from './change.js';
 
 /**
  * The table `{table_prefix}message` (default `mega_message`) in the `[pdo]` store: one row per
@@ -16,14 +16,27 @@ export interface LedgerStore extends LedgerReader {
   readonly table: string;
   /** Connects and creates the table and its indexes if missing. Idempotent; may be called again after a failure. */
   init(): Promise<void>;
-  /** Applies the changes (at most one per msgid), all or none on SQLite, in statements of up to 256 rows on MySQL. */
-  upsert(changes: readonly LedgerChange[]): Promise<void>;
+  /**
+   * Applies the changes (at most one per msgid), all or none on SQLite, in statements of up to
+   * 256 rows on MySQL. A change carrying WeChat's msgid picks up a receipt that came first.
+   * @returns the records these changes made final (`rejected`, `dead`, or a receipt's state)
+   */
+  upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]>;
+  /**
+   * Records receipts (table `{table_prefix}receipt`, by WeChat's msgid) and applies each to the
+   * message sent with that msgid, if written yet; one not written yet gets it from upsert().
+   * @returns the records they made final
+   */
+  applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]>;
   /**
    * Applies journal files (see applyJournalFiles), where the store can do it off the main
    * thread; the Ledger reads them itself otherwise.
    */
-  applyJournal?(files: readonly string[]): Promise<Array<{ file: string; torn: number }>>;
-  /** Deletes up to `limit` rows that are no longer `queued` and last changed before `before`; returns how many. */
+  applyJournal?(files: readonly string[]): Promise<JournalApplied>;
+  /**
+   * Deletes up to `limit` rows that are no longer `queued` and last changed before `before`, and
+   * receipts that arrived before it; returns how many rows went.
+   */
   purge(before: number, limit: number): Promise<number>;
   close(): Promise<void>;
 }
@@ -42,6 +55,19 @@ const WIDTH = 13;
 /** Rows per MySQL statement, as powers of two so that only a handful of prepared statements exist. */
 const MYSQL_CHUNK = 256;
 const LIST_MAX = 1000;
+
+/** What applying journal files did: torn tails ignored, records made final. */
+export interface JournalApplied {
+  torn: Array<{ file: string; torn: number }>;
+  finals: MessageRecord[];
+}
+
+/**
+ * The `sent` of a send WeChat already reported on (the receipt was written first): the state and
+ * errmsg stay the receipt's. Mirrors keepsState() of change.ts; in the old row's terms.
+ */
+const KEEPS_RECEIPT = (v: (col: string) => string) =>
+  `(${v('state')} = 'sent' AND state IN ('delivered', 'failed_user_block', 'failed_system') AND wechat_msgid = ${v('wechat_msgid')})`;
 
 /** Creates the store the DSN names. No I/O: call init(). @throws ConfigError for a bad DSN or prefix. */
 export function openLedgerStore(options: LedgerStoreOptions): LedgerStore {
@@ -67,6 +93,33 @@ function values(c: LedgerChange): unknown[] {
     c.finalAt ?? null,
     c.at,
   ];
+}
+
+function marks(n: number): string {
+  return Array(n).fill('?').join(',');
+}
+
+/**
+ * `fn` over slices of `list` of up to 256, each a power of two long, so that MySQL prepares only
+ * a handful of statement shapes.
+ */
+async function inChunks<T>(list: readonly T[], fn: (chunk: readonly T[]) => Promise<void>): Promise<void> {
+  for (let i = 0; i < list.length; ) {
+    let n = MYSQL_CHUNK;
+    while (n > list.length - i) n >>= 1;
+    await fn(list.slice(i, i + n));
+    i += n;
+  }
+}
+
+/** `{prefix}receipt` beside `{prefix}message`. */
+function receiptTableOf(messageTable: string): string {
+  return messageTable.replace(/message$/, 'receipt');
+}
+
+/** A failure's Status is kept as the record's errmsg; a delivery keeps the send's own. */
+function receiptErrmsg(state: string, status: string): string | null {
+  return state === 'delivered' ? null : status.slice(0, ERRMSG_MAX);
 }
 
 function num(v: unknown): number | null {
@@ -117,7 +170,9 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
   readonly location: string;
   private db: Database.Database | undefined;
   private upsertOne: Database.Statement | undefined;
-  private applyAll: ((changes: readonly LedgerChange[]) => void) | undefined;
+  private applyAll: ((changes: readonly LedgerChange[]) => MessageRecord[]) | undefined;
+  private receiveAll: ((receipts: readonly LedgerReceipt[]) => MessageRecord[]) | undefined;
+  private readonly receiptTable: string;
 
   constructor(
     private readonly dsn: SqliteDsn,
@@ -125,12 +180,14 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
   ) {
     super(LedgerStoreError, 'ledger store');
     this.location = sqliteLocation(dsn);
+    this.receiptTable = receiptTableOf(table);
   }
 
   async init(): Promise<void> {
     if (this.state === 'open') return;
     this.checkOpenable();
     const t = this.table;
+    const rt = this.receiptTable;
     try {
       const { db } = openSqlite(this.dsn, (db) => {
         db.exec(`CREATE TABLE IF NOT EXISTS ${t} (
@@ -150,7 +207,15 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
 );
 CREATE INDEX IF NOT EXISTS ${t}_wechat_msgid ON ${t} (wechat_msgid);
 CREATE INDEX IF NOT EXISTS ${t}_openid_queued ON ${t} (openid, queued_at);
-CREATE INDEX IF NOT EXISTS ${t}_updated ON ${t} (updated_at);`);
+CREATE INDEX IF NOT EXISTS ${t}_updated ON ${t} (updated_at);
+CREATE TABLE IF NOT EXISTS ${rt} (
+  wechat_msgid TEXT NOT NULL PRIMARY KEY,
+  state TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT '',
+  openid TEXT NOT NULL DEFAULT '',
+  at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ${rt}_at ON ${rt} (at);`);
         return undefined;
       });
       this.db = db;
@@ -160,19 +225,57 @@ ON CONFLICT(msgid) DO UPDATE SET
   openid = CASE WHEN excluded.openid = '' THEN openid ELSE excluded.openid END,
   tmpl_key = CASE WHEN excluded.tmpl_key = '' THEN tmpl_key ELSE excluded.tmpl_key END,
   kind = CASE WHEN excluded.kind = '' THEN kind ELSE excluded.kind END,
-  state = CASE WHEN excluded.state = 'queued' AND excluded.attempts = 0 AND state <> 'queued' THEN state ELSE excluded.state END,
+  state = CASE WHEN excluded.state = 'queued' AND excluded.attempts = 0 AND state <> 'queued' THEN state WHEN ${KEEPS_RECEIPT((c) => `excluded.${c}`)} THEN state ELSE excluded.state END,
   attempts = MAX(attempts, excluded.attempts),
   wechat_msgid = COALESCE(excluded.wechat_msgid, wechat_msgid),
   errcode = COALESCE(excluded.errcode, errcode),
-  errmsg = COALESCE(excluded.errmsg, errmsg),
+  errmsg = CASE WHEN ${KEEPS_RECEIPT((c) => `excluded.${c}`)} THEN errmsg ELSE COALESCE(excluded.errmsg, errmsg) END,
   queued_at = CASE WHEN excluded.queued_at = 0 THEN queued_at ELSE excluded.queued_at END,
   sent_at = COALESCE(excluded.sent_at, sent_at),
   final_at = COALESCE(excluded.final_at, final_at),
   updated_at = MAX(updated_at, excluded.updated_at)`,
       );
       const stmt = this.upsertOne;
+      const rowOf = db.prepare(`SELECT ${COLUMNS} FROM ${t} WHERE msgid = ?`);
+      const rowsOfWechat = db.prepare(`SELECT ${COLUMNS} FROM ${t} WHERE wechat_msgid = ?`);
+      const anyReceipt = db.prepare(`SELECT 1 FROM ${rt} LIMIT 1`).pluck();
+      const receiptOf = db.prepare(`SELECT state, status, at FROM ${rt} WHERE wechat_msgid = ?`);
+      const keepReceipt = db.prepare(
+        `INSERT INTO ${rt} (wechat_msgid, state, status, openid, at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(wechat_msgid) DO UPDATE SET state = excluded.state, status = excluded.status, openid = excluded.openid, at = excluded.at`,
+      );
+      const finalise = db.prepare(
+        `UPDATE ${t} SET state = ?, final_at = ?, errmsg = COALESCE(?, errmsg), updated_at = MAX(updated_at, ?) WHERE wechat_msgid = ?`,
+      );
+      const records = (ids: Iterable<string>): MessageRecord[] => {
+        const out: MessageRecord[] = [];
+        for (const id of ids) {
+          const row = rowOf.get(id) as Record<string, unknown> | undefined;
+          if (row) out.push(toRecord(row));
+        }
+        return out;
+      };
       this.applyAll = db.transaction((changes: readonly LedgerChange[]) => {
-        for (const c of changes) stmt.run(values(c));
+        const finals = new Set<string>();
+        const receipts = anyReceipt.get() !== undefined;
+        for (const c of changes) {
+          stmt.run(values(c));
+          if (c.state === 'rejected' || c.state === 'dead') finals.add(c.msgid);
+          if (receipts && c.wechatMsgid !== undefined) {
+            const r = receiptOf.get(c.wechatMsgid) as { state: string; status: string; at: number } | undefined;
+            if (r && finalise.run(r.state, r.at, receiptErrmsg(r.state, r.status), r.at, c.wechatMsgid).changes > 0) finals.add(c.msgid);
+          }
+        }
+        return records(finals);
+      });
+      this.receiveAll = db.transaction((receipts: readonly LedgerReceipt[]) => {
+        const finals: MessageRecord[] = [];
+        for (const r of receipts) {
+          keepReceipt.run(r.receipt, r.state, r.status.slice(0, ERRMSG_MAX), r.openid ?? '', r.at);
+          if (finalise.run(r.state, r.at, receiptErrmsg(r.state, r.status), r.at, r.receipt).changes === 0) continue;
+          for (const row of rowsOfWechat.all(r.receipt) as Array<Record<string, unknown>>) finals.push(toRecord(row));
+        }
+        return finals;
       });
     } catch (err) {
       throw this.fail('init', err);
@@ -189,10 +292,19 @@ ON CONFLICT(msgid) DO UPDATE SET
     return this.db!;
   }
 
-  async upsert(changes: readonly LedgerChange[]): Promise<void> {
+  async upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]> {
     this.handle();
     try {
-      this.applyAll!(changes);
+      return this.applyAll!(changes);
+    } catch (err) {
+      throw this.fail('write', err);
+    }
+  }
+
+  async applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]> {
+    this.handle();
+    try {
+      return this.receiveAll!(receipts);
     } catch (err) {
       throw this.fail('write', err);
     }
@@ -225,7 +337,11 @@ ON CONFLICT(msgid) DO UPDATE SET
       const r = this.handle()
         .prepare(`DELETE FROM ${t} WHERE rowid IN (SELECT rowid FROM ${t} WHERE updated_at < ? AND state <> 'queued' LIMIT ${Math.floor(limit)})`)
         .run(before);
-      return r.changes;
+      const rt = this.receiptTable;
+      const k = this.handle()
+        .prepare(`DELETE FROM ${rt} WHERE rowid IN (SELECT rowid FROM ${rt} WHERE at < ? LIMIT ${Math.floor(limit)})`)
+        .run(before);
+      return r.changes + k.changes;
     } catch (err) {
       throw this.fail('purge', err);
     }
@@ -247,6 +363,9 @@ ON CONFLICT(msgid) DO UPDATE SET
 class MysqlLedgerStore extends MysqlStore implements LedgerStore {
   readonly kind = 'mysql' as const;
 
+  private readonly receiptTable: string;
+  private receiptsReady = false;
+
   constructor(
     dsn: MysqlDsn,
     readonly table: string,
@@ -254,9 +373,29 @@ class MysqlLedgerStore extends MysqlStore implements LedgerStore {
     password: string | undefined,
   ) {
     super(LedgerStoreError, 'ledger store', dsn, username, password);
+    this.receiptTable = receiptTableOf(table);
   }
 
-  init(): Promise<void> {
+  async init(): Promise<void> {
+    await this.openMessageTable();
+    if (this.receiptsReady) return;
+    await this.run<ResultSetHeader>(
+      `create table ${this.receiptTable}`,
+      `CREATE TABLE IF NOT EXISTS \`${this.receiptTable}\` (
+  \`wechat_msgid\` varchar(32) NOT NULL,
+  \`state\` varchar(20) NOT NULL,
+  \`status\` varchar(${ERRMSG_MAX}) NOT NULL DEFAULT '',
+  \`openid\` varchar(128) NOT NULL DEFAULT '',
+  \`at\` bigint NOT NULL,
+  PRIMARY KEY (\`wechat_msgid\`),
+  KEY \`at\` (\`at\`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+      [],
+    );
+    this.receiptsReady = true;
+  }
+
+  private openMessageTable(): Promise<void> {
     const t = this.table;
     return this.openTable(
       t,
@@ -283,12 +422,9 @@ class MysqlLedgerStore extends MysqlStore implements LedgerStore {
     );
   }
 
-  async upsert(changes: readonly LedgerChange[]): Promise<void> {
-    for (let i = 0; i < changes.length; ) {
-      let n = MYSQL_CHUNK;
-      while (n > changes.length - i) n >>= 1;
-      const chunk = changes.slice(i, i + n);
-      i += n;
+  async upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]> {
+    await inChunks(changes, async (chunk) => {
+      const n = chunk.length;
       const row = `(${Array(WIDTH).fill('?').join(',')})`;
       // VALUES(col) rather than an alias: MariaDB knows no `AS new` row alias.
       await this.run<ResultSetHeader>(
@@ -298,18 +434,74 @@ ON DUPLICATE KEY UPDATE
   openid = IF(VALUES(openid) = '', openid, VALUES(openid)),
   tmpl_key = IF(VALUES(tmpl_key) = '', tmpl_key, VALUES(tmpl_key)),
   kind = IF(VALUES(kind) = '', kind, VALUES(kind)),
-  state = IF(VALUES(state) = 'queued' AND VALUES(attempts) = 0 AND state <> 'queued', state, VALUES(state)),
+  state = IF(VALUES(state) = 'queued' AND VALUES(attempts) = 0 AND state <> 'queued', state, IF(${KEEPS_RECEIPT((c) => `VALUES(${c})`)}, state, VALUES(state))),
   attempts = GREATEST(attempts, VALUES(attempts)),
-  wechat_msgid = COALESCE(VALUES(wechat_msgid), wechat_msgid),
   errcode = COALESCE(VALUES(errcode), errcode),
-  errmsg = COALESCE(VALUES(errmsg), errmsg),
+  errmsg = IF(${KEEPS_RECEIPT((c) => `VALUES(${c})`)}, errmsg, COALESCE(VALUES(errmsg), errmsg)),
+  wechat_msgid = COALESCE(VALUES(wechat_msgid), wechat_msgid),
   queued_at = IF(VALUES(queued_at) = 0, queued_at, VALUES(queued_at)),
   sent_at = COALESCE(VALUES(sent_at), sent_at),
   final_at = COALESCE(VALUES(final_at), final_at),
   updated_at = GREATEST(updated_at, VALUES(updated_at))`,
         chunk.flatMap(values),
       );
+    });
+    const finals = new Set(changes.filter((c) => c.state === 'rejected' || c.state === 'dead').map((c) => c.msgid));
+    const sent = changes.filter((c) => c.wechatMsgid !== undefined).map((c) => c.msgid);
+    const t = this.table;
+    const rt = this.receiptTable;
+    if (sent.length > 0 && (await this.run<RowDataPacket[]>('read', `SELECT 1 FROM \`${rt}\` LIMIT 1`, [])).length > 0) {
+      // receipts that came before these sends were written
+      await inChunks(sent, async (ids) => {
+        const matched = await this.run<RowDataPacket[]>(
+          'read',
+          `SELECT m.msgid FROM \`${t}\` m JOIN \`${rt}\` r ON r.wechat_msgid = m.wechat_msgid WHERE m.msgid IN (${marks(ids.length)})`,
+          [...ids],
+        );
+        if (matched.length === 0) return;
+        const found = matched.map((r) => textColumn(r.msgid));
+        await inChunks(found, (m) => this.finaliseWhere('m.msgid', m));
+        for (const id of found) finals.add(id);
+      });
     }
+    return this.records('msgid', [...finals]);
+  }
+
+  async applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]> {
+    const finals: MessageRecord[] = [];
+    await inChunks(receipts, async (chunk) => {
+      await this.run<ResultSetHeader>(
+        'write',
+        `INSERT INTO \`${this.receiptTable}\` (wechat_msgid, state, status, openid, at) VALUES ${Array(chunk.length).fill('(?,?,?,?,?)').join(',')}
+ON DUPLICATE KEY UPDATE state = VALUES(state), status = VALUES(status), openid = VALUES(openid), at = VALUES(at)`,
+        chunk.flatMap((r) => [r.receipt, r.state, r.status.slice(0, ERRMSG_MAX), r.openid ?? '', r.at]),
+      );
+      const ids = [...new Set(chunk.map((r) => r.receipt))];
+      await this.finaliseWhere('r.wechat_msgid', ids);
+      finals.push(...(await this.records('wechat_msgid', ids)));
+    });
+    return finals;
+  }
+
+  /** Applies the kept receipts to the messages where `column` is one of `ids`. */
+  private async finaliseWhere(column: string, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.run<ResultSetHeader>(
+      'write',
+      `UPDATE \`${this.table}\` m JOIN \`${this.receiptTable}\` r ON r.wechat_msgid = m.wechat_msgid
+SET m.state = r.state, m.final_at = r.at, m.errmsg = IF(r.state = 'delivered', m.errmsg, r.status), m.updated_at = GREATEST(m.updated_at, r.at)
+WHERE ${column} IN (${marks(ids.length)})`,
+      [...ids],
+    );
+  }
+
+  private async records(column: 'msgid' | 'wechat_msgid', ids: readonly string[]): Promise<MessageRecord[]> {
+    const out: MessageRecord[] = [];
+    await inChunks(ids, async (chunk) => {
+      const rows = await this.run<RowDataPacket[]>('read', `SELECT ${COLUMNS} FROM \`${this.table}\` WHERE ${column} IN (${marks(chunk.length)})`, [...chunk]);
+      out.push(...rows.map(toRecord));
+    });
+    return out;
   }
 
   async get(msgid: string): Promise<MessageRecord | undefined> {
@@ -333,6 +525,7 @@ ON DUPLICATE KEY UPDATE
       `DELETE FROM \`${this.table}\` WHERE updated_at < ? AND state <> 'queued' LIMIT ${Math.floor(limit)}`,
       [before],
     );
-    return r.affectedRows;
+    const k = await this.run<ResultSetHeader>('purge', `DELETE FROM \`${this.receiptTable}\` WHERE at < ? LIMIT ${Math.floor(limit)}`, [before]);
+    return r.affectedRows + k.affectedRows;
   }
 }

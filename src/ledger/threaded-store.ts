@@ -1,8 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import { LedgerStoreError } from '../errors.js';
 import type { MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import type { LedgerChange } from './change.js';
-import { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
+import type { LedgerChange, LedgerReceipt } from './change.js';
+import { openLedgerStore, type JournalApplied, type LedgerStore, type LedgerStoreOptions } from './store.js';
 import type { StoreCall, StoreReply } from './store-worker.js';
 
 const WORKER_URL = new URL('./store-worker.js', import.meta.url);
@@ -71,14 +71,18 @@ export class ThreadedLedgerStore implements LedgerStore {
    * Posted in chunks (cloning a big batch in one message would hold the main thread as long),
    * applied by the thread in one transaction once the last chunk arrived.
    */
-  async upsert(changes: readonly LedgerChange[]): Promise<void> {
+  async upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]> {
     let i = 0;
     for (; changes.length - i > POST_CHUNK; i += POST_CHUNK) await this.call('stage', [changes.slice(i, i + POST_CHUNK)]);
-    await this.call('upsert', [i === 0 ? changes : changes.slice(i)]);
+    return this.call('upsert', [i === 0 ? changes : changes.slice(i)]);
+  }
+
+  applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]> {
+    return this.call('applyReceipts', [receipts]);
   }
 
   /** Read, coalesced and written by the thread: no change crosses between the threads. */
-  applyJournal(files: readonly string[]): Promise<Array<{ file: string; torn: number }>> {
+  applyJournal(files: readonly string[]): Promise<JournalApplied> {
     return this.call('applyJournal', [files]);
   }
 

@@ -17,6 +17,7 @@ export {
   appidMatches,
 } from './callback-crypto.js';
 export type { CallbackAesKey, DecryptedCallback } from './callback-crypto.js';
-export { TokenError, WechatTransportError, CallbackCryptoError } from '../errors.js';
+export { parseCallbackXml, textField, type CallbackFields } from './callback-xml.js';
+export { TokenError, WechatTransportError, CallbackCryptoError, CallbackXmlError } from '../errors.js';
 export type { CallbackCryptoReason } from '../errors.js';
 export type { WechatTransportKind } from '../errors.js';

@@ -7,6 +7,7 @@ import { Ledger, LedgerJournal, openLedgerStore, ThreadedLedgerStore, type Ledge
 import { LedgerStoreError } from '../../src/errors.js';
 import { readJournalFile } from '../../src/ledger/journal.js';
 import { tempDir } from '../helpers/processes.js';
+import type { MessageRecord } from '../../src/protocol/message-record.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -36,6 +37,10 @@ class SwitchableStore implements LedgerStore {
     this.upserts++;
     return this.inner.upsert(changes);
   }
+  async applyReceipts(receipts: Parameters<LedgerStore['applyReceipts']>[0]) {
+    this.check();
+    return this.inner.applyReceipts(receipts);
+  }
   async get(msgid: string) {
     this.check();
     return this.inner.get(msgid);
@@ -58,7 +63,7 @@ after(async () => {
   for (const l of ledgers) await l.close();
 });
 
-function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?: number } = {}) {
+function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?: number; onFinal?: (r: MessageRecord[]) => Promise<void> } = {}) {
   const dir = options.dir ?? tempDir();
   const reader = openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` });
   const store = new SwitchableStore(openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` }));
@@ -70,6 +75,7 @@ function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?
     retentionDays: options.retentionDays ?? 7,
     flushIntervalMs: options.flushIntervalMs ?? 20,
     retryCapMs: 50,
+    onFinal: options.onFinal,
   });
   ledgers.push(ledger);
   return { dir, store, reader, ledger, journal: path.join(dir, 'journal') };
@@ -105,6 +111,37 @@ describe('Ledger', () => {
     assert.deepEqual([row?.state, row?.openid, row?.attempts, row?.wechatMsgid, row?.queuedAt], ['sent', 'o1', 2, '4242', 1001]);
     assert.equal((await reader.list({ limit: 100 })).length, 50);
     assert.equal(ledger.status().backlog, 0);
+  });
+
+  it('receipts: seen by get() before they are written, applied by WeChat msgid, final states handed to onFinal, which must succeed before the journal goes', async () => {
+    const handed: MessageRecord[][] = [];
+    let refuse = true;
+    const { ledger, reader } = setup({
+      flushIntervalMs: 60_000,
+      onFinal: async (records) => {
+        if (refuse) throw new Error('outbox full');
+        handed.push(records);
+      },
+    });
+    await reader.init();
+    ledger.queued('rc1', 'oRC', 'order', 'send', 1);
+    ledger.queued('rc2', 'oRC', 'order', 'push', 2);
+    await ledger.record([sent('rc1', '9001')]);
+    // the receipt of rc2's send arrives before the send's own answer was noted
+    ledger.receipt({ receipt: '9002', state: 'failed_user_block', status: 'failed:user block', openid: 'oRC', at: 50 });
+    ledger.receipt({ receipt: '9001', state: 'delivered', status: 'success', openid: 'oRC', at: 40 });
+    await ledger.commit();
+    assert.equal((await ledger.get('rc1'))?.state, 'delivered');
+    await ledger.record([sent('rc2', '9002')]);
+    assert.deepEqual([(await ledger.get('rc2'))?.state, (await ledger.get('rc2'))?.errmsg], ['failed_user_block', 'failed:user block']);
+    assert.deepEqual((await ledger.list({ openid: 'oRC' })).map((r) => r.state).sort(), ['delivered', 'failed_user_block']);
+    // onFinal refuses: the write is not done, the journal stays, and it is all handed over once it accepts
+    assert.equal(await ledger.flush(), false);
+    assert.ok(ledger.status().backlog > 0);
+    refuse = false;
+    assert.equal(await ledger.flush(), true);
+    assert.deepEqual(handed.flat().map((r) => [r.msgid, r.state]).sort(), [['rc1', 'delivered'], ['rc2', 'failed_user_block']]);
+    assert.equal((await reader.get('rc2'))?.state, 'failed_user_block');
   });
 
   it('record() resolves only once the changes are in the journal on disk', async () => {

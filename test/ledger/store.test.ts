@@ -52,6 +52,43 @@ function storeContract(open: () => Promise<LedgerStore>): void {
     assert.deepEqual(since.map((r) => r.msgid), ['bulk698', 'bulk696', 'bulk694', 'bulk692', 'bulk690']);
   });
 
+  it('a receipt makes its sent message final, and is reported; a failure keeps WeChat\'s Status as errmsg', async () => {
+    const store = await open();
+    await store.upsert([queued('r1'), queued('r2'), { msgid: 'r1', state: 'sent', attempts: 1, wechatMsgid: '501', errcode: 0, errmsg: 'ok', sentAt: T0 + 1, at: T0 + 1 }]);
+    await store.upsert([{ msgid: 'r2', state: 'sent', attempts: 1, wechatMsgid: '502', errcode: 0, errmsg: 'ok', sentAt: T0 + 1, at: T0 + 1 }]);
+    const finals = await store.applyReceipts([
+      { receipt: '501', state: 'delivered', status: 'success', openid: 'o1', at: T0 + 50 },
+      { receipt: '502', state: 'failed_user_block', status: 'failed:user block', openid: 'o1', at: T0 + 60 },
+    ]);
+    assert.deepEqual(finals.map((r) => [r.msgid, r.state, r.errmsg, r.finalAt]), [['r1', 'delivered', 'ok', T0 + 50], ['r2', 'failed_user_block', 'failed:user block', T0 + 60]]);
+    // the send's change applied again (a journal replayed): the receipt's state stays
+    await store.upsert([{ msgid: 'r2', state: 'sent', attempts: 1, wechatMsgid: '502', errcode: 0, errmsg: 'ok', sentAt: T0 + 1, at: T0 + 1 }]);
+    const r2 = await store.get('r2');
+    assert.deepEqual([r2?.state, r2?.errmsg, r2?.finalAt], ['failed_user_block', 'failed:user block', T0 + 60]);
+    // a receipt for a message nobody here sent: kept, nothing reported
+    assert.deepEqual(await store.applyReceipts([{ receipt: '999', state: 'delivered', status: 'success', at: T0 + 70 }]), []);
+  });
+
+  it('a receipt that came before its send was written is applied when the send is, and reported then', async () => {
+    const store = await open();
+    await store.upsert([queued('early')]);
+    assert.deepEqual(await store.applyReceipts([{ receipt: '777', state: 'failed_system', status: 'failed: system failed', at: T0 + 30 }]), []);
+    assert.equal((await store.get('early'))?.state, 'queued');
+    const finals = await store.upsert([{ msgid: 'early', state: 'sent', attempts: 1, wechatMsgid: '777', errcode: 0, errmsg: 'ok', sentAt: T0 + 20, at: T0 + 40 }]);
+    assert.deepEqual(finals.map((r) => [r.msgid, r.state, r.errmsg, r.finalAt, r.sentAt]), [['early', 'failed_system', 'failed: system failed', T0 + 30, T0 + 20]]);
+    assert.equal((await store.get('early'))?.state, 'failed_system');
+  });
+
+  it('upsert reports the messages it made rejected or dead', async () => {
+    const store = await open();
+    const finals = await store.upsert([
+      queued('f0'),
+      { ...queued('f1'), state: 'rejected', attempts: 1, errcode: 40003, errmsg: 'invalid openid', finalAt: T0 + 5 },
+      { ...queued('f2'), state: 'dead', attempts: 6, errcode: -1, errmsg: 'system error', finalAt: T0 + 6 },
+    ]);
+    assert.deepEqual(finals.map((r) => [r.msgid, r.state]).sort(), [['f1', 'rejected'], ['f2', 'dead']]);
+  });
+
   it('purges only rows done with before the cut-off, at most `limit` per call', async () => {
     const store = await open();
     const old: LedgerChange[] = [];
@@ -102,7 +139,7 @@ describe('ledger store on MySQL', { skip: available ? false : `MySQL not reachab
   after(async () => {
     for (const s of stores) await s.close();
     const db = await mysqlTestConnection();
-    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\``);
+    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\`, \`${p}receipt\``);
     await db.end();
   });
   storeContract(async () => {
