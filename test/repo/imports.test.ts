@@ -13,7 +13,7 @@ import { repoRoot } from '../protocol/helpers.js';
 export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'backoff.ts', 'log'],
   ['config', 'protocol', 'db', 'queue', 'wechat'],
-  ['templates', 'jobs', 'client', 'simulator', 'ledger'],
+  ['templates', 'jobs', 'client', 'simulator', 'ledger', 'webhook'],
   ['workers', 'tasks'],
   ['dispatch'],
   ['server'],
