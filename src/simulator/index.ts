@@ -1,7 +1,7 @@
 /**
  * The WeChat API simulator: answers the endpoints the daemon calls with WeChat's shapes, drops
- * repeated client_msg_ids, records what it received and injects faults on request
- * (docs/SIMULATOR.md). A tool for tests, demos and benchmarks; the daemon never imports it.
+ * repeated client_msg_ids, records what it received, injects faults on request, and pushes
+ * WeChat's delivery receipts to a server URL (docs/SIMULATOR.md). A tool for tests, demos and benchmarks; the daemon never imports it.
  */
 export {
   WechatSimulator,
@@ -18,4 +18,28 @@ export type {
   ReceivedMessage,
   FailOpenidRule,
 } from './simulator.js';
+export { ReceiptPusher, receiptXml } from './receipts.js';
+export type {
+  DeliveredMessage,
+  ReceiptPush,
+  ReceiptPushKind,
+  ReceiptOutcome,
+  ReceiptAttempt,
+  ReceiptStats,
+  PushReceiptInput,
+  BadSignatureInput,
+  ReplayInput,
+  DuplicateInput,
+  UnknownMsgidInput,
+  RawPushInput,
+} from './receipts.js';
+export {
+  RECEIPT_STATUSES,
+  RECEIPTS_DEFAULTS,
+  SIMULATOR_DEFAULT_RECEIPT_TOKEN,
+  validateReceiptsPatch,
+  mergeReceiptsConfig,
+  isReceiptStatus,
+} from './receipts-config.js';
+export type { ReceiptStatus, ReceiptStatusRule, ReceiptsConfig, ReceiptsPatch } from './receipts-config.js';
 export { main } from './main.js';

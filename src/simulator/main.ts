@@ -3,7 +3,8 @@
  *
  *   node dist/src/simulator/main.js [--host 127.0.0.1] [--port 0] [--latency-ms 0]
  *     [--app-id ID] [--app-secret SECRET] [--token-ttl 7200] [--daily-limit 100000]
- *     [--no-record-bodies]
+ *     [--no-record-bodies] [--receipt-url URL] [--receipt-token T] [--receipt-aes-key K]
+ *     [--receipt-delay-ms N]
  *
  * (`mega simulator` passes the defaults of config/wechat.ini, which its usage text shows.)
  *
@@ -16,6 +17,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WechatSimulator, type SimulatorOptions } from './simulator.js';
+import { validateReceiptsPatch, type ReceiptsPatch } from './receipts-config.js';
 
 function intArg(name: string, value: string | undefined, min: number): number | undefined {
   if (value === undefined) return undefined;
@@ -40,6 +42,14 @@ Options:
   --daily-limit N     messages a day before errcode 45009 (default 100000)
   --no-record-bodies  keep only openid, template_id and client_msg_id of
                       each message in the record
+  --receipt-url URL   push a TEMPLATESENDJOBFINISH receipt to this server
+                      URL for every accepted message (default: none)
+  --receipt-token T   the token receipts are signed with
+                      (default simulator_token)
+  --receipt-aes-key K
+                      safe mode, with this EncodingAESKey (43 characters)
+  --receipt-delay-ms N
+                      wait before each receipt, in ms (default 0)
   -h, --help          this text
 
 The defaults are those of config/wechat.ini. Faults, reset and the record
@@ -62,6 +72,10 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         'token-ttl': { type: 'string' },
         'daily-limit': { type: 'string' },
         'no-record-bodies': { type: 'boolean' },
+        'receipt-url': { type: 'string' },
+        'receipt-token': { type: 'string' },
+        'receipt-aes-key': { type: 'string' },
+        'receipt-delay-ms': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -85,6 +99,14 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     if (values['app-id'] !== undefined) opts.appId = values['app-id'];
     if (values['app-secret'] !== undefined) opts.appSecret = values['app-secret'];
     if (values['no-record-bodies'] === true) opts.recordBodies = false;
+    const receipts: ReceiptsPatch = {};
+    if (values['receipt-url'] !== undefined) receipts.url = values['receipt-url'];
+    if (values['receipt-token'] !== undefined) receipts.token = values['receipt-token'];
+    if (values['receipt-aes-key'] !== undefined) receipts.encodingAesKey = values['receipt-aes-key'];
+    const receiptDelay = intArg('receipt-delay-ms', values['receipt-delay-ms'], 0);
+    if (receiptDelay !== undefined) receipts.delayMs = receiptDelay;
+    // Checked here so a bad value is a usage error (exit 2), not a failed start.
+    if (Object.keys(receipts).length > 0) opts.receipts = validateReceiptsPatch(receipts);
   } catch (err) {
     process.stderr.write(`wechat simulator: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 2;

@@ -14,7 +14,8 @@
  * - `POST /cgi-bin/openapi/quota/get?access_token=..` `{cgi_path}`.
  *
  * Control endpoints (JSON): `GET /_sim/messages[?since=N]`, `GET /_sim/stats`, `GET /_sim/config`,
- * `POST /_sim/config` (a {@link SimulatorConfigPatch}), `POST /_sim/reset`.
+ * `POST /_sim/config` (a {@link SimulatorConfigPatch}), `POST /_sim/reset`, and the delivery
+ * receipts' `/_sim/receipts...` (receipts.ts, receipts-control.ts).
  *
  * The simulator never logs; it keeps everything in memory.
  */
@@ -23,6 +24,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { ERRCODE, errmsgFor } from '../wechat/errcodes.js';
+import { mergeReceiptsConfig, RECEIPTS_DEFAULTS, validateReceiptsPatch, type ReceiptsConfig, type ReceiptsPatch } from './receipts-config.js';
+import { ReceiptPusher, type DeliveredMessage } from './receipts.js';
+import { receiptsControl } from './receipts-control.js';
 
 /** Default credentials the simulator accepts when none are given. */
 export const SIMULATOR_DEFAULT_APP_ID = 'wx00000000simulator';
@@ -54,7 +58,10 @@ export interface SimulatorFaults {
 }
 
 /** What `configure()` and `POST /_sim/config` accept. */
-export type SimulatorConfigPatch = Partial<SimulatorFaults & { latencyMs: number; dailyLimit: number }>;
+export type SimulatorConfigPatch = Partial<SimulatorFaults & { latencyMs: number; dailyLimit: number }> & {
+  /** Merged into the current receipt settings (only the keys given change). */
+  receipts?: ReceiptsPatch;
+};
 
 export interface SimulatorOptions extends Partial<Omit<SimulatorFaults, 'expireTokenNow'>> {
   /** @defaultValue '127.0.0.1' */
@@ -75,6 +82,8 @@ export interface SimulatorOptions extends Partial<Omit<SimulatorFaults, 'expireT
   dailyLimit?: number;
   /** How long a `client_msg_id` is remembered for de-duplication. @defaultValue 600 */
   dedupeWindowSeconds?: number;
+  /** Delivery receipts pushed to a server URL (off without `url`). @defaultValue {@link RECEIPTS_DEFAULTS} */
+  receipts?: ReceiptsPatch;
 }
 
 /** One send request as the simulator received and answered it. */
@@ -119,9 +128,14 @@ export interface SimulatorStats {
   maxInFlight: number;
 }
 
-export interface SimulatorConfig extends SimulatorFaults {
+interface FaultConfig extends SimulatorFaults {
   latencyMs: number;
   dailyLimit: number;
+}
+
+export interface SimulatorConfig extends FaultConfig {
+  /** The token and the EncodingAESKey show as '[redacted]'. */
+  receipts: ReceiptsConfig;
 }
 
 const FAULT_KEYS = [
@@ -134,6 +148,7 @@ const FAULT_KEYS = [
   'tokenErrcode',
   'latencyMs',
   'dailyLimit',
+  'receipts',
 ] as const;
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -176,6 +191,9 @@ export function validateConfigPatch(patch: unknown): SimulatorConfigPatch {
         break;
       case 'dailyLimit':
         out.dailyLimit = checkNonNegInt('dailyLimit', v);
+        break;
+      case 'receipts':
+        out.receipts = validateReceiptsPatch(v);
         break;
       case 'quotaAfter':
         out.quotaAfter = v === null ? null : checkNonNegInt('quotaAfter', v);
@@ -325,12 +343,12 @@ export class WechatSimulator {
 
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
-  private readonly initial: SimulatorConfig;
+  private readonly initial: FaultConfig;
   private readonly tokenTtlMs: number;
   private readonly recordBodies: boolean;
   private readonly dedupeWindowMs: number;
 
-  private cfg!: SimulatorConfig;
+  private cfg!: FaultConfig;
   private rules: CompiledRule[] = [];
   private record: ReceivedMessage[] = [];
   private st: SimulatorStats = emptyStats();
@@ -341,6 +359,8 @@ export class WechatSimulator {
   private dedupe = new Map<string, { at: number; msgid: number }>();
   private nextMsgid = 1_000_000_001;
   private closed = false;
+  /** Delivery receipts to a server URL, and their test controls (receipts.ts). */
+  readonly receipts: ReceiptPusher;
 
   private constructor(server: Server, port: number, host: string, o: SimulatorOptions) {
     this.server = server;
@@ -353,7 +373,7 @@ export class WechatSimulator {
     this.dedupeWindowMs = (o.dedupeWindowSeconds ?? 600) * 1000;
     const patch = validateConfigPatch(
       Object.fromEntries(
-        FAULT_KEYS.filter((k) => k !== 'expireTokenNow' && (o as Record<string, unknown>)[k] !== undefined).map((k) => [
+        FAULT_KEYS.filter((k) => k !== 'expireTokenNow' && k !== 'receipts' && (o as Record<string, unknown>)[k] !== undefined).map((k) => [
           k,
           (o as Record<string, unknown>)[k],
         ]),
@@ -372,6 +392,7 @@ export class WechatSimulator {
       ...patch,
     };
     this.applyConfig(structuredClone(this.initial));
+    this.receipts = new ReceiptPusher(this.appId, mergeReceiptsConfig(RECEIPTS_DEFAULTS, o.receipts ?? {}), (msgid) => this.findDelivered(msgid));
   }
 
   /** Starts a simulator listening on `host:port` (a random port by default). */
@@ -388,6 +409,7 @@ export class WechatSimulator {
       validateConfigPatch(
         Object.fromEntries(FAULT_KEYS.filter((k) => (o as Record<string, unknown>)[k] !== undefined).map((k) => [k, (o as Record<string, unknown>)[k]])),
       );
+      mergeReceiptsConfig(RECEIPTS_DEFAULTS, o.receipts ?? {});
     } catch (err) {
       return Promise.reject(err);
     }
@@ -417,28 +439,31 @@ export class WechatSimulator {
     });
   }
 
-  /** Stops listening and destroys every connection, hung requests included. Idempotent. */
+  /** Stops listening, destroys every connection (hung requests included) and cancels pending receipts. Idempotent. */
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
-    return new Promise((resolve) => {
+    const receiptsClosed = this.receipts.close();
+    return new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       for (const s of this.sockets) s.destroy();
       this.server.closeAllConnections();
-    });
+    }).then(() => receiptsClosed);
   }
 
-  /** Changes faults / latency / daily limit. Throws TypeError on an invalid patch. */
+  /** Changes faults / latency / daily limit / receipts. Throws TypeError on an invalid patch, changing nothing. */
   configure(patch: SimulatorConfigPatch): void {
-    const p = validateConfigPatch(patch);
-    const next: SimulatorConfig = { ...this.cfg, ...p, expireTokenNow: false };
+    const { receipts, ...p } = validateConfigPatch(patch);
+    const nextReceipts = receipts === undefined ? undefined : this.receipts.merged(receipts);
+    const next: FaultConfig = { ...this.cfg, ...p, expireTokenNow: false };
     if (p.expireTokenNow === true) this.expireAllTokens();
     this.applyConfig(next);
+    if (nextReceipts !== undefined) this.receipts.apply(nextReceipts);
   }
 
   /** The current configuration (faults with their remaining burst counts). */
   config(): SimulatorConfig {
-    return structuredClone(this.cfg);
+    return { ...structuredClone(this.cfg), receipts: this.receipts.config() };
   }
 
   /**
@@ -454,6 +479,7 @@ export class WechatSimulator {
     this.st.maxInFlight = this.inFlightNow;
     this.dedupe = new Map();
     this.applyConfig(structuredClone(this.initial));
+    this.receipts.reset();
   }
 
   /** Every send request received so far (a copy of the record array; entries are shared). */
@@ -469,7 +495,7 @@ export class WechatSimulator {
 
   private inFlightNow = 0;
 
-  private applyConfig(c: SimulatorConfig): void {
+  private applyConfig(c: FaultConfig): void {
     this.cfg = c;
     this.rules = c.failOpenids.map((r) => ({ ...r, re: new RegExp(r.pattern) }));
   }
@@ -717,6 +743,19 @@ export class WechatSimulator {
     if (cmid !== undefined && cmid !== '') this.dedupe.set(cmid, { at: now, msgid });
     st.delivered++;
     answer(0, 'ok', msgid);
+    this.receipts.delivered({ msgid, openid: touser, client_msg_id: cmid ?? null, acceptedAt: receivedAt });
+  }
+
+  /** The accepted (errcode 0, not duplicate) message with this msgid, or the last one. */
+  private findDelivered(msgid?: number): DeliveredMessage | undefined {
+    for (let i = this.record.length - 1; i >= 0; i--) {
+      const r = this.record[i]!;
+      if (r.errcode !== 0 || r.duplicate || r.msgid === undefined || r.touser === undefined) continue;
+      if (msgid === undefined || r.msgid === msgid) {
+        return { msgid: r.msgid, openid: r.touser, client_msg_id: r.client_msg_id ?? null, acceptedAt: r.receivedAt };
+      }
+    }
+    return undefined;
   }
 
   private pruneDedupe(now: number): void {
@@ -733,6 +772,10 @@ export class WechatSimulator {
     res: ServerResponse,
   ): Promise<void> {
     if (method === 'GET') req.resume();
+    if (path === '/_sim/receipts' || path.startsWith('/_sim/receipts/')) {
+      const a = await receiptsControl(this.receipts, method, path, query, method === 'POST' ? await readBody(req) : (req.resume(), ''));
+      return sendJson(res, a.status, a.payload);
+    }
     if (method === 'GET' && path === '/_sim/messages') {
       const sinceText = query.get('since');
       const since = sinceText === null ? 0 : Number(sinceText);
