@@ -183,6 +183,25 @@ export class CallbackXmlError extends MegaError {
   }
 }
 
+// ---------------------------------------------------------------- webhook
+
+/**
+ * An option of WebhookSender, a record given to `enqueue`, or an argument of `signWebhook` /
+ * `verifyWebhookSignature` has the wrong type or an out-of-range value; the message names it.
+ */
+export class WebhookArgumentError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_WEBHOOK_ARG');
+  }
+}
+
+/** `enqueue` or `start` on a webhook sender that is not started yet, or is closing or closed. */
+export class WebhookStateError extends MegaError {
+  constructor(message: string) {
+    super(message, 'MEGA_ERR_WEBHOOK_STATE');
+  }
+}
+
 // ---------------------------------------------------------------- daemon / cli
 
 /** The daemon is not running (no pid file, or a stale one). */

@@ -5,7 +5,7 @@
  */
 
 import { FINAL_STATES, type MessageRecord, type MessageState } from '../protocol/index.js';
-import { WebhookArgumentError } from './errors.js';
+import { WebhookArgumentError } from '../errors.js';
 
 /** The states a webhook event can carry: the final ones. */
 export type WebhookEventState = Extract<MessageState, 'delivered' | 'failed_user_block' | 'failed_system' | 'rejected' | 'dead'>;

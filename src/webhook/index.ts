@@ -12,4 +12,4 @@ export {
   signWebhook,
   verifyWebhookSignature,
 } from './signature.js';
-export { WebhookArgumentError, WebhookStateError } from './errors.js';
+export { WebhookArgumentError, WebhookStateError } from '../errors.js';

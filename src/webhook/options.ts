@@ -3,7 +3,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { FsyncMode } from '../queue/index.js';
-import { WebhookArgumentError } from './errors.js';
+import { WebhookArgumentError } from '../errors.js';
 
 export interface WebhookOptions {
   /**

@@ -10,7 +10,7 @@ import { Client } from 'undici';
 import { backoffDelay } from '../backoff.js';
 import type { MessageRecord } from '../protocol/index.js';
 import { FileQueue, type QueueJob } from '../queue/index.js';
-import { WebhookArgumentError, WebhookStateError } from './errors.js';
+import { WebhookArgumentError, WebhookStateError } from '../errors.js';
 import { toWebhookEvent } from './event.js';
 import { validateWebhookOptions, type ResolvedWebhookOptions, type WebhookOptions } from './options.js';
 import { signWebhook } from './signature.js';

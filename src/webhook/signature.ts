@@ -7,7 +7,7 @@
  */
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { WebhookArgumentError } from './errors.js';
+import { WebhookArgumentError } from '../errors.js';
 
 export const WEBHOOK_SIGNATURE_HEADER = 'x-mega-signature';
 export const WEBHOOK_TIMESTAMP_HEADER = 'x-mega-timestamp';
