@@ -214,8 +214,22 @@ function formatStatus(s: DaemonStatus): string {
     `  daily quota:      ${s.quota ? `${s.quota.remain} of ${s.quota.dailyLimit} left` : 'unknown'}`,
     `  access token:     ${s.token.ageSeconds === null ? 'none yet' : `${s.token.ageSeconds} s old`}, ${s.token.fetches} fetches${s.token.error ? `; ERROR: ${s.token.error}` : ''}`,
     `  message ledger:   ${s.ledger ? `${s.ledger.backlog} changes not in the database yet${s.ledger.error ? `; ERROR: ${s.ledger.error}` : ''}` : 'off'}`,
+    `  receipts:         ${callbackLine(s.callback)}`,
+    `  webhook:          ${webhookLine(s.webhook)}`,
   ];
   return lines.join('\n');
+}
+
+function callbackLine(c: DaemonStatus['callback']): string {
+  if (!c) return 'off';
+  const r = c.refused;
+  const refused = r.signature + r.stale + r.replay + r.malformed + r.tooLarge;
+  return `${c.listen.host}:${c.listen.port}, ${c.receipts} receipts, ${c.forwarded} forwarded${c.forwardFailures ? ` (${c.forwardFailures} failed)` : ''}, ${refused} refused`;
+}
+
+function webhookLine(w: DaemonStatus['webhook']): string {
+  if (!w) return 'off';
+  return `${w.backlog} events to send, ${w.delivered} delivered${w.lastError ? `; ERROR: ${w.lastError}` : ''}`;
 }
 
 /** `mega <name> resume`: ends a daily-quota pause now instead of at the next probe. */

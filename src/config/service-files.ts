@@ -30,6 +30,11 @@ export function deadLetterFile(config: MegaConfig): string {
   return path.join(path.dirname(config.server.pidFile), `${config.name}.dead-letter.jsonl`);
 }
 
+/** The receipt webhook's outbox (events not yet acknowledged by the receiver): beside the pid file. */
+export function webhookOutboxDir(config: MegaConfig): string {
+  return path.join(path.dirname(config.server.pidFile), `${config.name}.webhook`);
+}
+
 /** Where bulk tasks keep their recipient lists and failure reports: `tasks/` beside the pid file. */
 export function taskDir(config: MegaConfig): string {
   return path.join(path.dirname(config.server.pidFile), 'tasks');

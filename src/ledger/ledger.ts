@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
+import { LedgerStoreError } from '../errors.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
 import { applyChange, applyReceipt, mergeChange, recordOf, type LedgerChange, type LedgerReceipt } from './change.js';
 import { applyJournalFiles, LedgerJournal } from './journal.js';
@@ -161,6 +162,15 @@ export class Ledger implements LedgerReader {
       // logged once by setError: delivery goes on without the ledger rather than wait for a disk
       this.setError(`journal: ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+
+  /**
+   * commit() for a caller that must not claim a durability it does not have (a receipt is
+   * answered `success` only once recorded): rejects when the journal cannot be written.
+   */
+  async sync(): Promise<void> {
+    if (this.closed) throw new LedgerStoreError('the ledger is closed');
+    await this.journal.sync();
   }
 
   /** Changes from the dispatcher's outcomes: note() each, then commit(). */

@@ -12,6 +12,7 @@ import type { PauseState } from '../dispatch/dispatcher.js';
 import type { DeadLetter, DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { BadRequestError } from '../errors.js';
 import { MESSAGE_STATES, checkMsgid, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/index.js';
+import type { ReceiptsStatus } from './receipts-link.js';
 
 export type { DeadLetter, DeadLetterSelector, PauseState };
 
@@ -44,6 +45,10 @@ export interface DaemonStatus {
    * null with `[ledger] enabled = 0`.
    */
   ledger: { backlog: number; error: string | null } | null;
+  /** The receipts endpoint's counters and address; null with `[callback] listen` empty. */
+  callback: ReceiptsStatus['callback'];
+  /** The webhook's outbox and last delivery; null with `[receipt] webhook_url` empty. */
+  webhook: ReceiptsStatus['webhook'];
 }
 
 /** The answer to `queue` (and `status.queue`); the CLI computes the same from the files when the daemon is stopped. */

@@ -14,6 +14,9 @@ import { OutcomeKind } from '../jobs/outcome.js';
 import { decodeJobRecord } from '../jobs/record.js';
 import { Ledger, ledgerJournalDir, ThreadedLedgerStore } from '../ledger/index.js';
 import { LedgerObserver } from './ledger-link.js';
+import { openCallback, openWebhook, receiptsStatus } from './receipts-link.js';
+import type { CallbackServer } from '../callback/index.js';
+import type { WebhookSender } from '../webhook/index.js';
 import { MegaServer } from './server.js';
 import { ControlServer } from './control.js';
 import {
@@ -49,6 +52,10 @@ export class Daemon implements RequestHandler {
   private stopping: Promise<{ leftQueued: number }> | undefined;
   /** The message ledger, for `query` and `msg show|list`; undefined with `[ledger] enabled = 0`. */
   private ledger: Ledger | undefined;
+  /** The receipts endpoint; undefined with `[callback] listen` empty. */
+  private callback: CallbackServer | undefined;
+  /** The webhook to the backend; undefined with `[receipt] webhook_url` empty. */
+  private webhook: WebhookSender | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -111,6 +118,11 @@ export class Daemon implements RequestHandler {
     cleanups.push(() => deadLetters.close());
     // Jobs below this id were queued by an earlier run (see LedgerObserver).
     const firstId = queue.stats().nextId;
+    const webhook = await step('webhook', async () => {
+      const w = await openWebhook(config, logger);
+      if (w) cleanups.push(() => w.close());
+      return w;
+    });
     const ledger = config.ledger.enabled
       ? await step('ledger', async () => {
           const l = Ledger.open({
@@ -119,6 +131,7 @@ export class Daemon implements RequestHandler {
             fsync: config.queue.fsync === 'always',
             logger,
             retentionDays: config.ledger.retentionDays,
+            onFinal: webhook && ((records) => webhook.enqueue(records)),
           });
           cleanups.push(() => l.close());
           await l.ready();
@@ -189,6 +202,11 @@ export class Daemon implements RequestHandler {
     });
     const addresses = await step('listen', () => server.listen());
     cleanups.push(() => server.close());
+    const callback = await step('callback endpoint', async () => {
+      const c = await openCallback(config, ledger, logger);
+      if (c) cleanups.push(() => c.close());
+      return c;
+    });
 
     const control = new ControlServer(config.server.controlSocket, controlHandlers(() => daemon!), logger);
     await step('control socket', () => {
@@ -205,11 +223,14 @@ export class Daemon implements RequestHandler {
     daemon = new Daemon(config, logger, store, cache, queue, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
     daemon.addresses = addresses;
     daemon.ledger = ledger;
+    daemon.callback = callback;
+    daemon.webhook = webhook;
     dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
     dispatcher.start();
     logger.info(
       {
         listen: addresses,
+        callback: callback?.address(),
         templates: cache.size,
         queued: queue.stats().depth,
         workers: config.setting.taskWorkerNum,
@@ -370,6 +391,7 @@ export class Daemon implements RequestHandler {
         error: d.tokenError ?? null,
       },
       ledger: this.ledger?.status() ?? null,
+      ...receiptsStatus(this.callback, this.webhook),
     };
   }
 
@@ -417,6 +439,8 @@ export class Daemon implements RequestHandler {
     this.logger.info('mega-wechat stopping');
     this.accepting = false;
     this.server.stopListening();
+    // receipts still arriving get no answer and WeChat sends them again after the restart
+    await this.callback?.close();
     await this.dispatcher.stop(this.config.server.shutdownTimeout * 1000);
     await this.server.close();
     await this.pool.close();
@@ -425,6 +449,8 @@ export class Daemon implements RequestHandler {
     await this.queue.close();
     // after the dispatcher's last acks: what the database does not take now stays in the journal
     await this.ledger?.close();
+    // after the ledger's last write: what it handed over is in the outbox, sent at the next start
+    await this.webhook?.close();
     this.deadLetters.close();
     await this.tokenClient.close();
     await this.store.close();

@@ -14,7 +14,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'backoff.ts', 'log'],
   ['config', 'protocol', 'db', 'queue', 'wechat'],
   ['templates', 'jobs', 'client', 'simulator', 'ledger', 'webhook'],
-  ['workers', 'tasks'],
+  ['workers', 'tasks', 'callback'],
   ['dispatch'],
   ['server'],
   ['cli'],
@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
 ];
 
 /** Folders the daemon process loads: none of them may import the simulator, a test tool. */
-const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'workers', 'dispatch', 'server'];
+const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'callback', 'workers', 'dispatch', 'server'];
 
 export interface ImportEdge {
   from: string;
