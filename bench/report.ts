@@ -2,6 +2,7 @@
 import type { BacklogRun, Cpu, E2eRun, IngestRun, SendRun } from './scenarios.js';
 import { median } from './lib/stats.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_WORKERS } from './lib/procs.js';
+import type { CallbackLoad, CallbackMode, ReceiptStore, ReceiptsRun } from './receipts.js';
 
 export interface BenchResults {
   date: string;
@@ -29,7 +30,31 @@ export interface BenchResults {
   backlog:
     | { jobs: number; bytes: number; fillSeconds: number; full: BacklogRun[]; empty: BacklogRun[]; fewWorkers: BacklogRun[]; fewWorkersCount: number }
     | undefined;
+  receipts?:
+    | {
+        callbacks: number;
+        inflight: number;
+        rate: number;
+        pacedMs: number;
+        warmup: number;
+        modes: CallbackMode[];
+        stores: Array<{ store: ReceiptStore; runs: ReceiptsRun[] }>;
+        /** Why a store was left out (MySQL not reachable). */
+        skipped: string[];
+      }
+    | undefined;
   durationSeconds: number;
+}
+
+/** The receipts endpoint's targets (issue 12 item 9). */
+const RECEIPTS_RATE = 5_000;
+const RECEIPTS_P99_MS = 50;
+const STORE_NAME: Record<ReceiptStore, string> = { sqlite: 'SQLite', mysql: 'MySQL (MariaDB)' };
+const MODE_NAME: Record<CallbackMode, string> = { plain: 'plaintext', aes: 'safe mode' };
+
+/** The loads of one kind and mode over a store's runs. */
+function loadsOf(runs: ReceiptsRun[], mode: CallbackMode, kind: 'closed' | 'paced', bare = false): CallbackLoad[] {
+  return runs.flatMap((r) => (bare ? r.bare : r.loads).filter((l) => l.mode === mode && l.kind === kind));
 }
 
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
@@ -130,6 +155,25 @@ export function renderReport(r: BenchResults): string {
     L.push(`| ${int(r.backlog.jobs)} queued jobs: RSS 2 s after listening | ${mb(rss)} (peak VmHWM ${mb(hwm)}) | < 200 MB | ${met(rss < 200e6 && hwm < 200e6)} |`);
     L.push(`| ${int(r.backlog.jobs)} queued jobs: spawn → \`listening on\` | ${ms(start)} | < 2 s | ${met(start < 2000)} |`);
   }
+  for (const st of r.receipts?.stores ?? []) {
+    for (const mode of r.receipts!.modes) {
+      const closed = loadsOf(st.runs, mode, 'closed');
+      const paced = loadsOf(st.runs, mode, 'paced');
+      if (closed.length === 0 || paced.length === 0) continue;
+      const rate = med(closed, (x) => x.rate);
+      const p99 = med(closed, (x) => x.p99);
+      const pacedRate = med(paced, (x) => x.rate);
+      const pacedP99 = med(paced, (x) => x.p99);
+      const offered = paced[0]!.offered ?? NaN;
+      // paced latency counts from when each request was due, so a daemon that falls behind fails the p99 by itself
+      const ok = rate >= RECEIPTS_RATE && p99 < RECEIPTS_P99_MS && offered >= RECEIPTS_RATE && pacedP99 < RECEIPTS_P99_MS;
+      L.push(
+        `| receipts endpoint, ledger on ${STORE_NAME[st.store]}, ${MODE_NAME[mode]}: closed loop (${r.receipts!.inflight} in flight) / paced at ${int(offered)}/s | ` +
+          `${int(rate)} callbacks/s, p99 ${ms(p99)} / p99 ${ms(pacedP99)} at ${int(pacedRate)}/s | ≥ ${int(RECEIPTS_RATE)}/s with p99 < ${RECEIPTS_P99_MS} ms | ${met(ok)} |`,
+      );
+    }
+  }
+  for (const why of r.receipts?.skipped ?? []) L.push(`| receipts endpoint, ledger on MySQL | not measured: ${why} | | |`);
   if (r.send) {
     L.push(`| Send round trip, idle daemon, simulator at 0 ms | p50 ${ms(med(r.send.runs, (x) => x.p50))}, p99 ${ms(med(r.send.runs, (x) => x.p99))} | (no target) | |`);
   }
@@ -277,6 +321,8 @@ export function renderReport(r: BenchResults): string {
     L.push('');
   }
 
+  if (r.receipts) renderReceipts(L, r.receipts);
+
   L.push('## Reproduce');
   L.push('');
   L.push('```sh');
@@ -284,4 +330,53 @@ export function renderReport(r: BenchResults): string {
   L.push('```');
   L.push('');
   return L.join('\n');
+}
+
+function renderReceipts(L: string[], x: NonNullable<BenchResults['receipts']>): void {
+  L.push('## The receipts endpoint: WeChat\'s delivery callbacks/s');
+  L.push('');
+  L.push(
+    `A fresh daemon per run with \`[ledger] enabled = 1\`, \`[callback] listen\` and \`[wechat] token\` + \`encoding_aes_key\`, \`[queue] fsync = always\` (the ledger's journal is fdatasynced before a receipt is answered \`success\`). ` +
+      'First, as many messages as there will be receipts are Pushed through it to the simulator, and WeChat\'s msgids are read back from `/_sim/messages`: every receipt refers to a real message and turns its `sent` row `delivered`. ' +
+      'The requests are built before the timing starts: TEMPLATESENDJOBFINISH XML as WeChat sends it, `signature` = sha1 of the sorted token, timestamp and nonce, a fresh nonce each; ' +
+      'safe mode: the XML encrypted (AES-256-CBC, `encrypt_type=aes`) with its `msg_signature`. ' +
+      `${int(x.warmup)} untimed receipts first. **Closed loop**: an undici Pool, ${x.inflight} keep-alive connections, ${x.inflight} requests in flight, ${int(x.callbacks)} callbacks per load; rate = callbacks / time from the first write to the last answer. ` +
+      `**Paced**: ${int(x.rate)} callbacks/s for ${(x.pacedMs / 1000).toFixed(1)} s over the same connections (open loop); latency from when a request was due, not when it was written, so a generator or daemon falling behind shows. ` +
+      'Latency = until the whole `success` answer is read. **Bare node:http**: the same plaintext requests against a node:http server in its own process that reads the body and answers `success` (no signature, no journal, no ledger): the ceiling of this machine, HTTP stack and load generator. ' +
+      'CPU: % of one core during the load (server = the daemon or the bare server, all threads; main = its main thread; rest = other processes); µs per callback = the server\'s CPU time over the load / callbacks answered.',
+  );
+  L.push('');
+  L.push('| ledger store | mode | load | callbacks/s | p50 | p99 | max | runs (callbacks/s) | runs (p99) | / bare | server CPU (main) | server CPU µs per callback | client | rest of machine |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const st of x.stores) {
+    const rows: Array<[string, CallbackMode, 'closed' | 'paced', boolean]> = [];
+    for (const mode of x.modes) for (const kind of ['closed', 'paced'] as const) rows.push([STORE_NAME[st.store], mode, kind, false]);
+    if (x.modes.includes('plain')) for (const kind of ['closed', 'paced'] as const) rows.push(['bare node:http (same run)', 'plain', kind, true]);
+    for (const [name, mode, kind, bare] of rows) {
+      const ls = loadsOf(st.runs, mode, kind, bare);
+      if (ls.length === 0) continue;
+      const bareLs = loadsOf(st.runs, 'plain', kind, true);
+      const ratio = !bare && bareLs.length > 0 ? median(ls.map((l, i) => l.rate / (bareLs[i]?.rate ?? NaN))).toFixed(2) : '';
+      const load = kind === 'closed' ? `closed, ${x.inflight} in flight` : `paced ${int(ls[0]!.offered ?? NaN)}/s`;
+      L.push(
+        `| ${name} | ${MODE_NAME[mode]} | ${load} | **${int(med(ls, (l) => l.rate))}** | ${ms(med(ls, (l) => l.p50))} | **${ms(med(ls, (l) => l.p99))}** | ${ms(med(ls, (l) => l.max))} | ` +
+          `${runsOf(ls.map((l) => l.rate), int)} | ${runsOf(ls.map((l) => l.p99), ms)} | ${ratio} | ${pct(med(ls, (l) => l.cpu.daemonTotal))} (${pct(med(ls, (l) => l.cpu.daemonMain))}) | ${int(med(ls, (l) => (l.cpu.daemonTotal / 100) * 1e6 / l.rate))} | ${pct(med(ls, (l) => l.cpu.bench))} | ${pct(med(ls, (l) => l.cpu.other))} |`,
+      );
+    }
+  }
+  L.push('');
+  L.push('The check after each run (a run that fails it fails the bench): every message\'s row in the ledger\'s table is `delivered` and there is no other row; 200 random rows have the msgid WeChat gave; the endpoint counted every receipt and refused none.');
+  L.push('');
+  L.push('| ledger store | receipts per run | rows delivered | all in the database after the last answer | sampled rows matching | endpoint: receipts / refused |');
+  L.push('|---|---|---|---|---|---|');
+  for (const st of x.stores) {
+    for (const run of st.runs) {
+      const c = run.check;
+      L.push(
+        `| ${STORE_NAME[st.store]} | ${int(c.expected)} | ${int(c.states['delivered'] ?? 0)} of ${int(Object.values(c.states).reduce((a, n) => a + n, 0))} | ${ms(c.applyMs)} | ${c.sampled - c.sampleMismatches} of ${c.sampled} | ${int(c.endpointReceipts)} / ${int(c.endpointRefused)} |`,
+      );
+    }
+  }
+  for (const why of x.skipped) L.push(`| MySQL | not measured: ${why} | | | | |`);
+  L.push('');
 }

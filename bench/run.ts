@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- options]`: the Mega-WeChat benchmark (issues 3 and 5).
+ * `npm run bench [-- options]`: the Mega-WeChat benchmark (issues 3 and 5; the receipts endpoint, issue 12).
  *
  * Starts the WeChat simulator and, per run, a fresh daemon, each in its own process; this
  * process is the load generator (pipelined raw-protocol clients) and the bare undici loop.
@@ -9,7 +9,7 @@
  * Options:
  *   --quick              1 run per figure, shorter measurements, 200,000 queued jobs
  *   --runs N             runs per figure (default 3; each figure is the median)
- *   --only LIST          comma-separated subset of: ingest,e2e,send,backlog
+ *   --only LIST          comma-separated subset of: ingest,e2e,send,backlog,receipts
  *   --messages N         end-to-end messages per run (default 20000)
  *   --e2e-warmup N       end to end: messages sent first, untimed, by the daemon and the bare loop (default 2000)
  *   --jobs N             queued jobs for the start-up / RSS figure (default 1000000)
@@ -21,6 +21,13 @@
  *   --alt-config WxC     end to end: also a daemon with W workers × C calls each, same total in flight
  *                        (default: the old defaults' 8 threads, 8x(total/8); none to skip)
  *   --latencies LIST     end-to-end simulator latencies in ms (default 0,50)
+ *   --callbacks N        receipts: callbacks per closed-loop load (default 20000; --quick 5000)
+ *   --callback-inflight N  receipts: requests in flight in the closed loop, one keep-alive connection each (default 64)
+ *   --callback-rate N    receipts: open-loop callbacks/s (default 5000, the target)
+ *   --callback-paced-ms N  receipts: length of the open-loop load (default 3000; --quick 2000)
+ *   --callback-modes LIST  receipts: plain,aes (plaintext and safe mode; default both)
+ *   --receipt-stores LIST  receipts: the ledger's store, sqlite,mysql (default both; MySQL from MEGA_TEST_MYSQL_*,
+ *                        default root@127.0.0.1:3306/test, skipped with a notice when not reachable)
  *   --wait-quiet S       wait up to S seconds for the machine to be idle (< 15% of a core busy) first
  *   --out FILE           where to write the Markdown (default bench/results/<date>[-quick].md)
  *   --no-write           print only
@@ -29,8 +36,9 @@
  *   MEGA_BENCH_TMPDIR            where the temporary daemon folders and the 1M-job queue go (default os.tmpdir())
  *   MEGA_BENCH_DAEMON_NODE_ARGS  extra node flags for every daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
  *   MEGA_BENCH_COMMIT            the commit to print when running from an exported copy (not a git checkout)
+ *   MEGA_TEST_MYSQL_HOST/PORT/USER/PASSWORD/DATABASE  the MySQL of the receipts part (a unique table prefix, dropped after)
  *
- * Not part of `npm test`. Needs ~5.5 minutes on 2 cores, ~400 MB free in the temp folder.
+ * Not part of `npm test`. Needs ~8 minutes on 2 cores (the receipts part ~2.5 of them), ~400 MB free in the temp folder.
  */
 import { parseArgs } from 'node:util';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -54,7 +62,9 @@ import {
   type SendRun,
   type Settings,
 } from './scenarios.js';
+import { receiptsRun, type CallbackMode, type ReceiptStore, type ReceiptsRun } from './receipts.js';
 import { renderReport, type BenchResults } from './report.js';
+import { mysqlAvailable, mysqlTestTarget } from '../test/helpers/mysql.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -111,12 +121,32 @@ async function main(): Promise<void> {
       'wait-quiet': { type: 'string' },
       'alt-config': { type: 'string' },
       'no-write': { type: 'boolean' },
+      callbacks: { type: 'string' },
+      'callback-inflight': { type: 'string' },
+      'callback-rate': { type: 'string' },
+      'callback-paced-ms': { type: 'string' },
+      'callback-modes': { type: 'string' },
+      'receipt-stores': { type: 'string' },
     },
   });
   const quick = values.quick === true;
   const runs = intOpt('runs', values.runs, quick ? 1 : 3);
-  const only = new Set((values.only ?? 'ingest,e2e,send,backlog').split(',').map((s) => s.trim()));
-  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog'].includes(o)) throw new Error(`--only: unknown part ${o}`);
+  const only = new Set((values.only ?? 'ingest,e2e,send,backlog,receipts').split(',').map((s) => s.trim()));
+  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog', 'receipts'].includes(o)) throw new Error(`--only: unknown part ${o}`);
+  const listOpt = <T extends string>(name: string, v: string | undefined, all: readonly T[]): T[] => {
+    const xs = (v ?? all.join(',')).split(',').map((x) => x.trim());
+    for (const x of xs) if (!all.includes(x as T)) throw new Error(`--${name}: unknown ${x} (one of ${all.join(', ')})`);
+    return xs as T[];
+  };
+  const receiptOptions = {
+    callbacks: intOpt('callbacks', values.callbacks, quick ? 5_000 : 20_000),
+    inflight: intOpt('callback-inflight', values['callback-inflight'], 64),
+    rate: intOpt('callback-rate', values['callback-rate'], 5_000),
+    pacedMs: intOpt('callback-paced-ms', values['callback-paced-ms'], quick ? 2_000 : 3_000),
+    modes: listOpt<CallbackMode>('callback-modes', values['callback-modes'], ['plain', 'aes']),
+    warmup: 2_000,
+  };
+  const receiptStores = listOpt<ReceiptStore>('receipt-stores', values['receipt-stores'], ['sqlite', 'mysql']);
   const messages = intOpt('messages', values.messages, 20_000);
   const e2eWarmup = intOpt('e2e-warmup', values['e2e-warmup'], 2_000, 0);
   const jobs = intOpt('jobs', values.jobs, quick ? 200_000 : 1_000_000);
@@ -161,6 +191,7 @@ async function main(): Promise<void> {
     e2e: [],
     send: undefined,
     backlog: undefined,
+    receipts: undefined,
     durationSeconds: 0,
   };
   log(`mega-wechat bench: ${runs} run(s) per figure; ${results.machine.cores} cores, node ${process.version}; fdatasync ${results.fdatasyncMs.toFixed(2)} ms`);
@@ -273,6 +304,22 @@ async function main(): Promise<void> {
         removeDir(backlog.dir);
       }
       results.backlog = { jobs, bytes: backlog.bytes, fillSeconds: backlog.fillSeconds, full, empty, fewWorkers, fewWorkersCount: few.workers };
+    }
+
+    if (only.has('receipts')) {
+      const stores: Array<{ store: ReceiptStore; runs: ReceiptsRun[] }> = [];
+      const skipped: string[] = [];
+      for (const store of receiptStores) {
+        if (store === 'mysql' && !(await mysqlAvailable())) {
+          log(`receipts on MySQL skipped: MySQL not reachable at ${mysqlTestTarget}`);
+          skipped.push(`MySQL not reachable at ${mysqlTestTarget}`);
+          continue;
+        }
+        const rs: ReceiptsRun[] = [];
+        for (let i = 0; i < runs; i++) rs.push(await receiptsRun(sim, settings, { store, ...receiptOptions }));
+        stores.push({ store, runs: rs });
+      }
+      results.receipts = { ...receiptOptions, stores, skipped };
     }
   } finally {
     await sim.stop();
