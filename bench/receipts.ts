@@ -15,6 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import mysql from 'mysql2/promise';
@@ -70,6 +71,9 @@ export interface CallbackCpu {
   daemonMain: number;
   daemonTotal: number;
   bench: number;
+  /** The MySQL/MariaDB server process, when the ledger is there and it runs on this machine (else NaN). */
+  db: number;
+  /** Everything else: other processes, kernel threads, interrupts. */
   other: number;
 }
 
@@ -165,6 +169,21 @@ async function fire(pool: Pool, r: SignedRequest, from: number, samples: Samples
 interface LoadTarget {
   origin: string;
   daemonPid?: number;
+  /** The database server's process, to tell its CPU apart from the neighbours'. */
+  dbPid?: number;
+}
+
+/** The pid of a mariadbd/mysqld on this machine (the first found), or undefined. */
+function databaseServerPid(): number | undefined {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (/^(mariadbd|mysqld)$/.test(readFileSync(`/proc/${name}/comm`, 'utf8').trim())) return Number(name);
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return undefined;
 }
 
 /** Closed loop (`rate` undefined: `inflight` loops, one request in flight each) or open loop at `rate`/s. */
@@ -182,6 +201,7 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
     await Promise.all(Array.from({ length: o.inflight }, () => pool.request({ method: 'GET', path: '/' }).then((r) => r.body.dump())));
     const sampler = new CpuSampler(t.daemonPid, 0, undefined);
     const daemonBefore = t.daemonPid ? processCpu(t.daemonPid) : 0;
+    const dbBefore = t.dbPid ? processCpu(t.dbPid) : NaN;
     sampler.start();
     const t0 = performance.now();
     if (o.rate === undefined) {
@@ -209,6 +229,7 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
     const seconds = (performance.now() - t0) / 1000;
     const c = sampler.stop();
     const daemonTotal = t.daemonPid ? (100 * (processCpu(t.daemonPid) - daemonBefore)) / c.seconds : NaN;
+    const db = t.dbPid ? (100 * (processCpu(t.dbPid) - dbBefore)) / c.seconds : NaN;
     const [p50, p99, max] = samples.percentiles([50, 99, 100]);
     const out: Omit<CallbackLoad, 'mode' | 'kind'> = {
       count: requests.length,
@@ -218,7 +239,7 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
       p99: p99!,
       max: max!,
       errors,
-      cpu: { daemonMain: c.daemon?.main ?? NaN, daemonTotal, bench: c.bench, other: c.other },
+      cpu: { daemonMain: c.daemon?.main ?? NaN, daemonTotal, bench: c.bench, db, other: Number.isFinite(db) ? Math.max(0, c.other - db) : c.other },
     };
     if (o.rate !== undefined) out.offered = o.rate;
     if (firstError !== undefined) out.firstError = firstError;
@@ -380,6 +401,8 @@ export async function receiptsRun(sim: Simulator, s: Settings, o: ReceiptsOption
 
     const key = parseEncodingAesKey(AES_KEY_TEXT);
     const target: LoadTarget = { origin: `http://127.0.0.1:${port}`, daemonPid: daemon.pid };
+    const dbPid = o.store === 'mysql' ? databaseServerPid() : undefined;
+    if (dbPid !== undefined) target.dbPid = dbPid;
     let at = 0;
     const take = (n: number): Delivered[] => delivered.slice(at, (at += n));
     if (o.warmup > 0) {
@@ -451,5 +474,6 @@ export async function receiptsRun(sim: Simulator, s: Settings, o: ReceiptsOption
 function describe(who: string, mode: CallbackMode, kind: 'closed' | 'paced', r: Omit<CallbackLoad, 'mode' | 'kind'>): string {
   const how = kind === 'closed' ? 'closed loop' : `paced ${r.offered}/s`;
   const cpu = Number.isFinite(r.cpu.daemonTotal) ? `; CPU daemon ${r.cpu.daemonTotal.toFixed(0)}% (main ${r.cpu.daemonMain.toFixed(0)}%)` : '';
-  return `receipts ${who} ${mode} ${how}: ${Math.round(r.rate)} callbacks/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms${cpu}, bench ${r.cpu.bench.toFixed(0)}%, rest ${r.cpu.other.toFixed(0)}%`;
+  const db = Number.isFinite(r.cpu.db) ? `, MySQL server ${r.cpu.db.toFixed(0)}%` : '';
+  return `receipts ${who} ${mode} ${how}: ${Math.round(r.rate)} callbacks/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms${cpu}, bench ${r.cpu.bench.toFixed(0)}%${db}, rest ${r.cpu.other.toFixed(0)}%`;
 }
