@@ -9,6 +9,8 @@
  */
 export * from './client/index.js';
 export { ResultCode } from './protocol/index.js';
+// for a backend that receives the webhook (docs/WEBHOOK.md): check what it is sent
+export { signWebhook, verifyWebhookSignature, type WebhookBody, type WebhookEvent, type WebhookEventState } from './webhook/index.js';
 export {
   MegaError,
   BadRequestError,
