@@ -3,6 +3,8 @@
  * and answers with its result or its error message (which never holds a password: the store's
  * errors are scrubbed where they are made).
  */
+import { readlinkSync } from 'node:fs';
+import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
 import type { LedgerChange } from './change.js';
@@ -21,7 +23,23 @@ export interface StoreReply {
   error?: string;
 }
 
+/**
+ * The ledger's writes are background work: they may lag by seconds (the journal holds them), a
+ * Push answer may not. On a busy machine this thread would take a core's share from the main
+ * thread and the task workers; at the lowest priority it gets what they leave. Linux lets a
+ * thread have its own nice value; elsewhere this does nothing.
+ */
+function lowerPriority(): void {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (Number.isInteger(tid) && tid > 0) os.setPriority(tid, 19);
+  } catch {
+    // not Linux, or not allowed: the thread runs at the process's priority
+  }
+}
+
 if (parentPort) {
+  lowerPriority();
   const port = parentPort;
   const store: LedgerStore = openLedgerStore(workerData as LedgerStoreOptions);
   let chain: Promise<unknown> = Promise.resolve();
