@@ -16,7 +16,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import mysql from 'mysql2/promise';
 import { Pool } from 'undici';
@@ -92,6 +92,12 @@ export interface CallbackLoad {
   errors: number;
   firstError?: string;
   cpu: CallbackCpu;
+  /**
+   * Longest the load generator's own event loop was late during the load, in ms: a stall of the
+   * generator shows in the latencies too (paced latency counts from when a request was due), so a
+   * latency spike with a small figure here is the server's.
+   */
+  generatorLagMax: number;
 }
 
 export interface ReceiptsCheck {
@@ -199,10 +205,12 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
   try {
     // every connection opened before the clock starts, as WeChat's are after the first seconds
     await Promise.all(Array.from({ length: o.inflight }, () => pool.request({ method: 'GET', path: '/' }).then((r) => r.body.dump())));
+    const lag = monitorEventLoopDelay({ resolution: 1 });
     const sampler = new CpuSampler(t.daemonPid, 0, undefined);
     const daemonBefore = t.daemonPid ? processCpu(t.daemonPid) : 0;
     const dbBefore = t.dbPid ? processCpu(t.dbPid) : NaN;
     sampler.start();
+    lag.enable();
     const t0 = performance.now();
     if (o.rate === undefined) {
       let next = 0;
@@ -227,6 +235,7 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
       await Promise.all(pending);
     }
     const seconds = (performance.now() - t0) / 1000;
+    lag.disable();
     const c = sampler.stop();
     const daemonTotal = t.daemonPid ? (100 * (processCpu(t.daemonPid) - daemonBefore)) / c.seconds : NaN;
     const db = t.dbPid ? (100 * (processCpu(t.dbPid) - dbBefore)) / c.seconds : NaN;
@@ -239,6 +248,7 @@ async function load(t: LoadTarget, requests: SignedRequest[], o: { inflight: num
       p99: p99!,
       max: max!,
       errors,
+      generatorLagMax: lag.max / 1e6,
       cpu: { daemonMain: c.daemon?.main ?? NaN, daemonTotal, bench: c.bench, db, other: Number.isFinite(db) ? Math.max(0, c.other - db) : c.other },
     };
     if (o.rate !== undefined) out.offered = o.rate;
@@ -475,5 +485,5 @@ function describe(who: string, mode: CallbackMode, kind: 'closed' | 'paced', r: 
   const how = kind === 'closed' ? 'closed loop' : `paced ${r.offered}/s`;
   const cpu = Number.isFinite(r.cpu.daemonTotal) ? `; CPU daemon ${r.cpu.daemonTotal.toFixed(0)}% (main ${r.cpu.daemonMain.toFixed(0)}%)` : '';
   const db = Number.isFinite(r.cpu.db) ? `, MySQL server ${r.cpu.db.toFixed(0)}%` : '';
-  return `receipts ${who} ${mode} ${how}: ${Math.round(r.rate)} callbacks/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms${cpu}, bench ${r.cpu.bench.toFixed(0)}%${db}, rest ${r.cpu.other.toFixed(0)}%`;
+  return `receipts ${who} ${mode} ${how}: ${Math.round(r.rate)} callbacks/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms (generator late ≤ ${r.generatorLagMax.toFixed(1)} ms)${cpu}, bench ${r.cpu.bench.toFixed(0)}%${db}, rest ${r.cpu.other.toFixed(0)}%`;
 }

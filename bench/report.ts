@@ -342,12 +342,12 @@ function renderReceipts(L: string[], x: NonNullable<BenchResults['receipts']>): 
       'safe mode: the XML encrypted (AES-256-CBC, `encrypt_type=aes`) with its `msg_signature`. ' +
       `${int(x.warmup)} untimed receipts first. **Closed loop**: an undici Pool, ${x.inflight} keep-alive connections, ${x.inflight} requests in flight, ${int(x.callbacks)} callbacks per load; rate = callbacks / time from the first write to the last answer. ` +
       `**Paced**: ${int(x.rate)} callbacks/s for ${(x.pacedMs / 1000).toFixed(1)} s over the same connections (open loop); latency from when a request was due, not when it was written, so a generator or daemon falling behind shows. ` +
-      'Latency = until the whole `success` answer is read. **Bare node:http**: the same plaintext requests against a node:http server in its own process that reads the body and answers `success` (no signature, no journal, no ledger): the ceiling of this machine, HTTP stack and load generator. ' +
+      'Latency = until the whole `success` answer is read; *generator late* = the most the load generator\'s own event loop was behind during the load (a stall of the generator would show in the latencies too; a spike with a small figure here is the server\'s). **Bare node:http**: the same plaintext requests against a node:http server in its own process that reads the body and answers `success` (no signature, no journal, no ledger): the ceiling of this machine, HTTP stack and load generator. ' +
       'CPU: % of one core during the load (server = the daemon or the bare server, all threads; main = its main thread; MySQL server = the mariadbd/mysqld process when it runs on this machine, n/a for SQLite, whose writes are in the daemon\'s store thread; rest = other processes); µs per callback = the server\'s CPU time over the load / callbacks answered.',
   );
   L.push('');
-  L.push('| ledger store | mode | load | callbacks/s | p50 | p99 | max | runs (callbacks/s) | runs (p99) | / bare | server CPU (main) | server CPU µs per callback | client | MySQL server | rest of machine |');
-  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  L.push('| ledger store | mode | load | callbacks/s | p50 | p99 | max | generator late (max) | runs (callbacks/s) | runs (p99) | / bare | server CPU (main) | server CPU µs per callback | client | MySQL server | rest of machine |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const st of x.stores) {
     const rows: Array<[string, CallbackMode, 'closed' | 'paced', boolean]> = [];
     for (const mode of x.modes) for (const kind of ['closed', 'paced'] as const) rows.push([STORE_NAME[st.store], mode, kind, false]);
@@ -359,7 +359,7 @@ function renderReceipts(L: string[], x: NonNullable<BenchResults['receipts']>): 
       const ratio = !bare && bareLs.length > 0 ? median(ls.map((l, i) => l.rate / (bareLs[i]?.rate ?? NaN))).toFixed(2) : '';
       const load = kind === 'closed' ? `closed, ${x.inflight} in flight` : `paced ${int(ls[0]!.offered ?? NaN)}/s`;
       L.push(
-        `| ${name} | ${MODE_NAME[mode]} | ${load} | **${int(med(ls, (l) => l.rate))}** | ${ms(med(ls, (l) => l.p50))} | **${ms(med(ls, (l) => l.p99))}** | ${ms(med(ls, (l) => l.max))} | ` +
+        `| ${name} | ${MODE_NAME[mode]} | ${load} | **${int(med(ls, (l) => l.rate))}** | ${ms(med(ls, (l) => l.p50))} | **${ms(med(ls, (l) => l.p99))}** | ${ms(med(ls, (l) => l.max))} | ${ms(med(ls, (l) => l.generatorLagMax))} | ` +
           `${runsOf(ls.map((l) => l.rate), int)} | ${runsOf(ls.map((l) => l.p99), ms)} | ${ratio} | ${pct(med(ls, (l) => l.cpu.daemonTotal))} (${pct(med(ls, (l) => l.cpu.daemonMain))}) | ${int(med(ls, (l) => (l.cpu.daemonTotal / 100) * 1e6 / l.rate))} | ${pct(med(ls, (l) => l.cpu.bench))} | ${pct(med(ls, (l) => l.cpu.db))} | ${pct(med(ls, (l) => l.cpu.other))} |`,
       );
     }
