@@ -266,7 +266,7 @@ export class Ledger implements LedgerReader {
       const applied = store.applyJournal ? await store.applyJournal(files) : await applyJournalFiles(store, files);
       for (const t of applied.torn) logger.warn({ file: t.file, ignored: t.torn }, 'ledger journal: a torn tail was ignored');
       if (applied.finals.length > 0 && this.options.onFinal) await this.options.onFinal(applied.finals);
-      this.journal.remove(sealed);
+      await this.journal.remove(sealed);
       if (this.lastError !== null) logger.info({ backlog: this.journal.backlog }, 'ledger: the database is written again');
       this.lastError = null;
       this.failures = 0;

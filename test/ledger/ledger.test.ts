@@ -260,7 +260,7 @@ describe('LedgerJournal', () => {
     const { changes, torn } = readJournalFile(j.file(sealed[0]!));
     assert.equal(torn, 0);
     assert.deepEqual(changes.map((c) => c.msgid), Array.from({ length: 200 }, (_, i) => `g${i}`));
-    j.remove(sealed);
+    await j.remove(sealed);
     assert.equal(j.backlog, 0);
     await j.close();
   });
