@@ -8,6 +8,7 @@ const write = promisify(fs.write);
 const fdatasync = promisify(fs.fdatasync);
 const close = promisify(fs.close);
 const rm = fs.promises.rm;
+const open = promisify(fs.open);
 
 const SEGMENT_RE = /^(\d{12})\.jsonl$/;
 
@@ -149,6 +150,8 @@ export class LedgerJournal {
    *   once the database holds every change appended before this call.
    */
   async rotate(atSeal: () => void = () => {}): Promise<number[]> {
+    // created first, off the main thread (a file create can wait on the disk's own journal)
+    const nextFd = await open(path.join(this.dir, segmentName(this.active + 1)), 'a');
     await this.sync();
     while (this.flushing) await this.flushing.catch(() => {});
     // no write runs from here to the switch: nothing appended before atSeal() can reach the new segment unless it was still buffered
@@ -157,7 +160,7 @@ export class LedgerJournal {
     this.sealed.set(this.active, this.activeLines);
     this.active++;
     this.activeLines = 0;
-    this.fd = fs.openSync(path.join(this.dir, segmentName(this.active)), 'a');
+    this.fd = nextFd;
     await close(old);
     return this.sealedSegments();
   }
