@@ -51,6 +51,8 @@ export function receiptStateOf(status: string): ReceiptState {
 
 /** A record with a receipt applied: the final state, and WeChat's Status as errmsg of a failure. */
 export function applyReceipt(record: MessageRecord, r: LedgerReceipt): MessageRecord {
+  // the same receipt again (WeChat's retry after a restart): the first one's time stands
+  if (record.state === r.state && record.finalAt !== null) return record;
   return { ...record, state: r.state, finalAt: r.at, errmsg: r.state === 'delivered' ? record.errmsg : r.status };
 }
 

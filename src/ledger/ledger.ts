@@ -195,15 +195,22 @@ export class Ledger implements LedgerReader {
       if (mem) return this.withReceipt(recordOf(mem));
       throw err;
     }
-    const record = mem ? applyChange(stored, mem) : stored;
-    return record && this.withReceipt(record);
+    let record = mem ? applyChange(stored, mem) : stored;
+    if (!record) return undefined;
+    // its send not written yet, and its receipt written first: kept in the receipt table
+    if (record.wechatMsgid !== null && stored?.wechatMsgid !== record.wechatMsgid) {
+      const kept = await this.options.store.receiptOf(record.wechatMsgid).catch(() => undefined);
+      if (kept) record = applyReceipt(record, kept);
+    }
+    return this.withReceipt(record);
   }
 
   /** A receipt still in the journal applied over the record (one written is in the row already). */
   private withReceipt(record: MessageRecord): MessageRecord {
     if (record.wechatMsgid === null) return record;
-    const receipts = this.journal.scanReceipts(record.wechatMsgid);
-    return receipts.length ? applyReceipt(record, receipts[receipts.length - 1]!) : record;
+    let r = record;
+    for (const receipt of this.journal.scanReceipts(record.wechatMsgid)) r = applyReceipt(r, receipt);
+    return r;
   }
 
   async list(filter: MessageFilter): Promise<MessageRecord[]> {
@@ -217,18 +224,25 @@ export class Ledger implements LedgerReader {
       const old = unwritten.get(c.msgid);
       unwritten.set(c.msgid, old ? mergeChange(old, c) : c);
     }
-    const receipts = new Map<string, LedgerReceipt>();
-    for (const r of this.journal.scanReceipts()) receipts.set(r.receipt, r);
-    for (const [id, mem] of unwritten) {
-      let r = applyChange(byId.get(id), mem);
-      const receipt = r.wechatMsgid === null ? undefined : receipts.get(r.wechatMsgid);
-      if (receipt) r = applyReceipt(r, receipt);
+    const receipts = new Map<string, LedgerReceipt[]>();
+    for (const r of this.journal.scanReceipts()) {
+      const all = receipts.get(r.receipt);
+      if (all) all.push(r);
+      else receipts.set(r.receipt, [r]);
+    }
+    const withReceipts = (r: MessageRecord): MessageRecord => {
+      for (const receipt of (r.wechatMsgid === null ? undefined : receipts.get(r.wechatMsgid)) ?? []) r = applyReceipt(r, receipt);
+      return r;
+    };
+    // rows the journal has only a receipt for: the state filter must see the receipt's state
+    for (const [id, row] of byId) if (!unwritten.has(id)) byId.set(id, withReceipts(row));
+    for (const [id, mem] of unwritten) byId.set(id, withReceipts(applyChange(byId.get(id), mem)));
+    for (const [id, r] of byId) {
       const fits =
         (filter.openid === undefined || r.openid === filter.openid) &&
         (filter.state === undefined || r.state === filter.state) &&
         (filter.since === undefined || r.queuedAt >= filter.since);
-      if (fits) byId.set(id, r);
-      else byId.delete(id);
+      if (!fits) byId.delete(id);
     }
     return [...byId.values()].sort((a, b) => b.queuedAt - a.queuedAt || (a.msgid < b.msgid ? 1 : -1)).slice(0, limit);
   }

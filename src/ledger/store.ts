@@ -28,6 +28,8 @@ export interface LedgerStore extends LedgerReader {
    * @returns the records they made final
    */
   applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]>;
+  /** The receipt kept for WeChat's msgid, if any (for a message whose `sent` is not written yet). */
+  receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined>;
   /**
    * Applies journal files (see applyJournalFiles), where the store can do it off the main
    * thread; the Ledger reads them itself otherwise.
@@ -68,6 +70,14 @@ export interface JournalApplied {
  */
 const KEEPS_RECEIPT = (v: (col: string) => string) =>
   `(${v('state')} = 'sent' AND state IN ('delivered', 'failed_user_block', 'failed_system') AND wechat_msgid = ${v('wechat_msgid')})`;
+
+/**
+ * The kept receipt's time: the first one's while the state is the same, so that WeChat's retry
+ * of a receipt applied again after a restart is the same fact (same final time, same webhook
+ * event id). Comes first in MySQL's assignments, which see the values assigned before them.
+ */
+const SAME_RECEIPT_KEEPS_AT = (dialect: 'excluded' | 'mysql'): string =>
+  dialect === 'excluded' ? 'CASE WHEN state = excluded.state THEN at ELSE excluded.at END' : 'IF(state = VALUES(state), at, VALUES(at))';
 
 /** Creates the store the DSN names. No I/O: call init(). @throws ConfigError for a bad DSN or prefix. */
 export function openLedgerStore(options: LedgerStoreOptions): LedgerStore {
@@ -115,6 +125,17 @@ async function inChunks<T>(list: readonly T[], fn: (chunk: readonly T[]) => Prom
 /** `{prefix}receipt` beside `{prefix}message`. */
 function receiptTableOf(messageTable: string): string {
   return messageTable.replace(/message$/, 'receipt');
+}
+
+function keptReceipt(row: Record<string, unknown>): LedgerReceipt {
+  const state = textColumn(row.state);
+  return {
+    receipt: textColumn(row.wechat_msgid),
+    state: state === 'delivered' || state === 'failed_user_block' ? state : 'failed_system',
+    status: textColumn(row.status),
+    openid: textColumn(row.openid) || undefined,
+    at: Number(row.at),
+  };
 }
 
 /** A failure's Status is kept as the record's errmsg; a delivery keeps the send's own. */
@@ -242,7 +263,7 @@ ON CONFLICT(msgid) DO UPDATE SET
       const receiptOf = db.prepare(`SELECT state, status, at FROM ${rt} WHERE wechat_msgid = ?`);
       const keepReceipt = db.prepare(
         `INSERT INTO ${rt} (wechat_msgid, state, status, openid, at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT(wechat_msgid) DO UPDATE SET state = excluded.state, status = excluded.status, openid = excluded.openid, at = excluded.at`,
+ON CONFLICT(wechat_msgid) DO UPDATE SET at = ${SAME_RECEIPT_KEEPS_AT('excluded')}, state = excluded.state, status = excluded.status, openid = excluded.openid`,
       );
       const finalise = db.prepare(
         `UPDATE ${t} SET state = ?, final_at = ?, errmsg = COALESCE(?, errmsg), updated_at = MAX(updated_at, ?) WHERE wechat_msgid = ?`,
@@ -272,7 +293,9 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET state = excluded.state, status = exclude
         const finals: MessageRecord[] = [];
         for (const r of receipts) {
           keepReceipt.run(r.receipt, r.state, r.status.slice(0, ERRMSG_MAX), r.openid ?? '', r.at);
-          if (finalise.run(r.state, r.at, receiptErrmsg(r.state, r.status), r.at, r.receipt).changes === 0) continue;
+          // what is kept: a receipt applied again (WeChat's retry after a restart) keeps the first one's time
+          const k = receiptOf.get(r.receipt) as { state: string; status: string; at: number };
+          if (finalise.run(k.state, k.at, receiptErrmsg(k.state, k.status), k.at, r.receipt).changes === 0) continue;
           for (const row of rowsOfWechat.all(r.receipt) as Array<Record<string, unknown>>) finals.push(toRecord(row));
         }
         return finals;
@@ -307,6 +330,17 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET state = excluded.state, status = exclude
       return this.receiveAll!(receipts);
     } catch (err) {
       throw this.fail('write', err);
+    }
+  }
+
+  async receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined> {
+    try {
+      const row = this.handle().prepare(`SELECT wechat_msgid, state, status, openid, at FROM ${this.receiptTable} WHERE wechat_msgid = ?`).get(wechatMsgid) as
+        | Record<string, unknown>
+        | undefined;
+      return row && keptReceipt(row);
+    } catch (err) {
+      throw this.fail('read', err);
     }
   }
 
@@ -473,7 +507,7 @@ ON DUPLICATE KEY UPDATE
       await this.run<ResultSetHeader>(
         'write',
         `INSERT INTO \`${this.receiptTable}\` (wechat_msgid, state, status, openid, at) VALUES ${Array(chunk.length).fill('(?,?,?,?,?)').join(',')}
-ON DUPLICATE KEY UPDATE state = VALUES(state), status = VALUES(status), openid = VALUES(openid), at = VALUES(at)`,
+ON DUPLICATE KEY UPDATE at = ${SAME_RECEIPT_KEEPS_AT('mysql')}, state = VALUES(state), status = VALUES(status), openid = VALUES(openid)`,
         chunk.flatMap((r) => [r.receipt, r.state, r.status.slice(0, ERRMSG_MAX), r.openid ?? '', r.at]),
       );
       const ids = [...new Set(chunk.map((r) => r.receipt))];
@@ -481,6 +515,11 @@ ON DUPLICATE KEY UPDATE state = VALUES(state), status = VALUES(status), openid =
       finals.push(...(await this.records('wechat_msgid', ids)));
     });
     return finals;
+  }
+
+  async receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined> {
+    const rows = await this.run<RowDataPacket[]>('read', `SELECT wechat_msgid, state, status, openid, at FROM \`${this.receiptTable}\` WHERE wechat_msgid = ?`, [wechatMsgid]);
+    return rows[0] && keptReceipt(rows[0]);
   }
 
   /** Applies the kept receipts to the messages where `column` is one of `ids`. */

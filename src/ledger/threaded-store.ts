@@ -81,6 +81,10 @@ export class ThreadedLedgerStore implements LedgerStore {
     return this.call('applyReceipts', [receipts]);
   }
 
+  receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined> {
+    return this.call('receiptOf', [wechatMsgid]);
+  }
+
   /** Read, coalesced and written by the thread: no change crosses between the threads. */
   applyJournal(files: readonly string[]): Promise<JournalApplied> {
     return this.call('applyJournal', [files]);

@@ -65,6 +65,9 @@ function storeContract(open: () => Promise<LedgerStore>): void {
     await store.upsert([{ msgid: 'r2', state: 'sent', attempts: 1, wechatMsgid: '502', errcode: 0, errmsg: 'ok', sentAt: T0 + 1, at: T0 + 1 }]);
     const r2 = await store.get('r2');
     assert.deepEqual([r2?.state, r2?.errmsg, r2?.finalAt], ['failed_user_block', 'failed:user block', T0 + 60]);
+    // the same receipt again, later (WeChat's retry after a restart): the same fact, the first time stands
+    const again = await store.applyReceipts([{ receipt: '501', state: 'delivered', status: 'success', openid: 'o1', at: T0 + 5000 }]);
+    assert.deepEqual(again.map((r) => [r.msgid, r.state, r.finalAt]), [['r1', 'delivered', T0 + 50]]);
     // a receipt for a message nobody here sent: kept, nothing reported
     assert.deepEqual(await store.applyReceipts([{ receipt: '999', state: 'delivered', status: 'success', at: T0 + 70 }]), []);
   });
