@@ -161,8 +161,11 @@ export function receiptXml(toUserName: string, openid: string, createTime: numbe
   );
 }
 
-/** A deterministic [0, 1) generator (mulberry32): statuses drawn by share are reproducible from the seed. */
-function seeded(seed: number): () => number {
+/**
+ * A deterministic [0, 1) generator (mulberry32): statuses drawn by share are reproducible from
+ * the seed. The tests' randomised cases use it too (test/helpers/prng.ts).
+ */
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -237,7 +240,7 @@ export class ReceiptPusher {
     private readonly lookup: (msgid?: number) => DeliveredMessage | undefined,
   ) {
     this.cfg = structuredClone(initial);
-    this.rand = seeded(this.cfg.seed);
+    this.rand = seededRandom(this.cfg.seed);
     this.compileRules();
   }
 
@@ -258,7 +261,7 @@ export class ReceiptPusher {
   apply(next: ReceiptsConfig): void {
     const reseed = next.seed !== this.cfg.seed;
     this.cfg = next;
-    if (reseed) this.rand = seeded(next.seed);
+    if (reseed) this.rand = seededRandom(next.seed);
     this.compileRules();
   }
 
@@ -391,7 +394,7 @@ export class ReceiptPusher {
     this.record = [];
     this.st = emptyStats();
     this.cfg = structuredClone(this.initial);
-    this.rand = seeded(this.cfg.seed);
+    this.rand = seededRandom(this.cfg.seed);
     this.compileRules();
   }
 

@@ -27,10 +27,10 @@ import {
   repushUnanswered,
   simReceipts,
   startReceiptsStack,
+  ORDER,
+  BAD,
 } from '../helpers/receipts-stack.js';
 
-const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
-const BAD = [{ pattern: '^oBAD', errcode: 40003, errmsg: 'invalid openid' }];
 
 describe('delivery receipts across a kill -9', { concurrency: 2 }, () => {
   it('(b) kill -9 during a storm of receipts, restart: every receipt answered success is in the ledger, which agrees exactly with the simulator', async (t) => {

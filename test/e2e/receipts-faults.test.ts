@@ -33,10 +33,10 @@ import {
   simReceipts,
   startReceiptsStack,
   type Expected,
+  ORDER,
+  BAD,
 } from '../helpers/receipts-stack.js';
 
-const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
-const BAD = [{ pattern: '^oBAD', errcode: 40003, errmsg: 'invalid openid' }];
 const OUTAGE_MS = 30_000;
 
 /** `n` Pushes with msgids `<tag>-<i>`, plus (when `bad`) one Push WeChat refuses for good. */

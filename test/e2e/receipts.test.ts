@@ -32,10 +32,10 @@ import {
   simReceipts,
   startReceiptsStack,
   type Expected,
+  ORDER,
+  BAD,
 } from '../helpers/receipts-stack.js';
 
-const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
-const BAD = [{ pattern: '^oBAD', errcode: 40003, errmsg: 'invalid openid' }];
 
 /** Pushes `pushes` and Sends `sends` messages with msgids, plus a dead Push and a rejected Send. */
 async function sendBatch(client: MegaClient, tag: string, pushes: number, sends: number): Promise<void> {

@@ -15,6 +15,11 @@ import { startStack, type SimMessage, type SimulatorHandle, type Stack, type Sta
 
 export const CALLBACK_PATH = '/wechat/callback';
 
+/** The template the receipts tests send with. */
+export const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
+/** The simulator refuses these openids for good: a dead Push, a rejected Send. */
+export const BAD = [{ pattern: '^oBAD', errcode: 40003, errmsg: 'invalid openid' }];
+
 /** WeChat's Status → the ledger state, spelled out here rather than taken from src/. */
 export const STATE_OF_STATUS: Record<string, MessageState> = {
   success: 'delivered',
