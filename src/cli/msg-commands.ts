@@ -8,7 +8,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { pdoOptions, type MegaConfig } from '../config/config.js';
 import { runningPid } from '../config/service-files.js';
-import { openLedgerStore } from '../ledger/index.js';
+import { ledgerJournalDir, openLedgerStore, StoppedLedger } from '../ledger/index.js';
 import { controlRequest } from '../server/control.js';
 import { checkMessageFilter, MESSAGE_LIST_DEFAULT, MESSAGE_LIST_MAX, type AnswerOf, type ControlRequest } from '../server/control-protocol.js';
 import { isMsgid, MESSAGE_STATES, type LedgerReader, type MessageFilter, type MessageRecord } from '../protocol/index.js';
@@ -65,13 +65,13 @@ function daemonCall<R extends ControlRequest>(config: MegaConfig, request: R): P
   });
 }
 
-/** The table itself, for a stopped daemon: nobody else writes it meanwhile. */
+/** The table and what the journal holds over it, for a stopped daemon: nobody else writes them meanwhile. */
 async function withStoppedLedger<T>(config: MegaConfig, fn: (ledger: LedgerReader) => Promise<T>): Promise<T> {
   if (!config.ledger.enabled) throw new CliFailure(`${config.name}: ledger disabled ([ledger] enabled = 0)`);
   const store = openLedgerStore(pdoOptions(config));
   try {
     await store.init();
-    return await fn(store);
+    return await fn(new StoppedLedger(store, ledgerJournalDir(config)));
   } finally {
     await store.close().catch(() => undefined);
   }

@@ -10,6 +10,7 @@ export { Ledger, type LedgerOptions, type LedgerStatus } from './ledger.js';
 export { LedgerJournal } from './journal.js';
 export { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
 export { ThreadedLedgerStore } from './threaded-store.js';
+export { StoppedLedger } from './stopped.js';
 export { mergeChange, applyChange, recordOf, receiptStateOf, applyReceipt, type LedgerChange, type LedgerReceipt, type ReceiptState } from './change.js';
 
 /** The journal's folder: beside the dead-letter log (and the pid file), outside the queue's own folder. */
