@@ -204,10 +204,16 @@ export class CallbackServer {
     if (declared > this.maxBody) throw new Refusal(413, 'tooLarge', 'body too large');
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > this.maxBody) throw new Refusal(413, 'tooLarge', 'body too large');
-      chunks.push(chunk as Buffer);
+    try {
+      for await (const chunk of req) {
+        size += (chunk as Buffer).length;
+        if (size > this.maxBody) throw new Refusal(413, 'tooLarge', 'body too large');
+        chunks.push(chunk as Buffer);
+      }
+    } catch (err) {
+      if (err instanceof Refusal) throw err;
+      // the caller went away mid-body: nothing to answer, nothing worth an error line
+      throw new Refusal(400, 'malformed', 'request aborted');
     }
     return Buffer.concat(chunks);
   }
