@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { mergeChange, type LedgerChange, type LedgerReceipt } from './change.js';
+import { mergeInto, type LedgerChange, type LedgerReceipt } from './change.js';
 import type { MessageRecord } from '../protocol/message-record.js';
 
 const write = promisify(fs.write);
@@ -19,8 +19,172 @@ function segmentName(n: number): string {
   return `${String(n).padStart(12, '0')}.jsonl`;
 }
 
+/*
+ * The journal's lines. The two of every message (`queued`, `sent`) are compact, tab-separated
+ * in a fixed order after the msgid and a one-letter tag, because the store's thread reads every
+ * line back and JSON.parse was a quarter of its work per message:
+ *
+ *   <msgid> TAB Q TAB <at> TAB <openid> TAB <key> TAB <kind>          queued: attempts 0, queuedAt = at
+ *   <msgid> TAB S TAB <at> TAB <attempts> TAB <WeChat's msgid or ''>  sent: errcode 0, errmsg ok, sentAt = at
+ *
+ * Every other change is one JSON object with `msgid` first, a receipt one with `receipt` first,
+ * and journals left by earlier versions hold only JSON: a line starting with `{` is JSON. A
+ * line starts with its msgid either way, which is how scan() finds a message's lines.
+ */
+
+/** A msgid the compact lines can carry (the protocol's; never starts with `{`, holds no tab). */
+const COMPACT_MSGID = /^[A-Za-z0-9_-]{1,64}$/;
+/** What a compact field may hold: printable ASCII (openid and template key are that, checked at the door). */
+const NOT_PRINTABLE = /[^\x20-\x7e]/;
+const DIGITS = /^\d{1,32}$/;
+
+/** The journal line of a message accepted (see Ledger.queued). */
+export function queuedLine(msgid: string, openid: string, key: string, kind: 'push' | 'send', at: number): string {
+  if (COMPACT_MSGID.test(msgid) && !NOT_PRINTABLE.test(openid) && !NOT_PRINTABLE.test(key) && (kind === 'push' || kind === 'send') && Number.isSafeInteger(at) && at >= 0) {
+    return `${msgid}\tQ\t${at}\t${openid}\t${key}\t${kind}`;
+  }
+  return JSON.stringify({ msgid, state: 'queued', openid, key, kind, attempts: 0, queuedAt: at, at } satisfies LedgerChange);
+}
+
+/** The journal line of a message WeChat accepted (see Ledger.sent); a WeChat msgid that is not digits is left out. */
+export function sentLine(msgid: string, wechatMsgid: string | undefined, attempts: number, at: number): string {
+  const w = wechatMsgid !== undefined && DIGITS.test(wechatMsgid) ? wechatMsgid : '';
+  if (COMPACT_MSGID.test(msgid) && Number.isSafeInteger(at) && at >= 0 && Number.isSafeInteger(attempts) && attempts >= 0) {
+    return `${msgid}\tS\t${at}\t${attempts}\t${w}`;
+  }
+  const change: LedgerChange = { msgid, state: 'sent', attempts, errcode: 0, errmsg: 'ok', sentAt: at, at };
+  if (w !== '') change.wechatMsgid = w;
+  return JSON.stringify(change);
+}
+
+/** A change with every member present, in one order: what the compact parser makes, so merging stays on one object shape. */
+function change(msgid: string, state: LedgerChange['state']): LedgerChange {
+  return {
+    msgid,
+    state,
+    openid: undefined,
+    key: undefined,
+    kind: undefined,
+    attempts: undefined,
+    wechatMsgid: undefined,
+    errcode: undefined,
+    errmsg: undefined,
+    queuedAt: undefined,
+    sentAt: undefined,
+    finalAt: undefined,
+    at: 0,
+  };
+}
+
+/** The non-negative integer `text[from, to)` spells in decimal, or -1. */
+function digitsAt(text: string, from: number, to: number): number {
+  if (to <= from || to - from > 16) return -1;
+  let n = 0;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    n = n * 10 + c;
+  }
+  return n;
+}
+
+/** Whether `text[from, to)` is a msgid of [A-Za-z0-9_-]{1,64}. */
+function msgidAt(text: string, from: number, to: number): boolean {
+  if (to <= from || to - from > 64) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (!((c >= 97 && c <= 122) || (c >= 65 && c <= 90) || (c >= 48 && c <= 57) || c === 45 || c === 95)) return false;
+  }
+  return true;
+}
+
 /**
- * The ledger's local write-ahead journal: every state change is appended here (one JSON line)
+ * The change or receipt of the line `text[start, end)` (no newline), or undefined for a line
+ * that is not whole: a torn tail, or garbage.
+ */
+export function parseJournalLine(text: string, start: number, end: number): LedgerChange | LedgerReceipt | undefined {
+  if (text.charCodeAt(start) === 0x7b) return parseJsonLine(text.slice(start, end));
+  const t1 = text.indexOf('\t', start);
+  if (t1 < 0 || t1 + 3 > end || text.charCodeAt(t1 + 2) !== 9 || !msgidAt(text, start, t1)) return undefined;
+  const tag = text.charCodeAt(t1 + 1);
+  const t2 = text.indexOf('\t', t1 + 3);
+  if (t2 < 0 || t2 >= end) return undefined;
+  const at = digitsAt(text, t1 + 3, t2);
+  if (at < 0) return undefined;
+  if (tag === 0x51 /* Q */) {
+    const t3 = text.indexOf('\t', t2 + 1);
+    if (t3 < 0 || t3 >= end) return undefined;
+    const t4 = text.indexOf('\t', t3 + 1);
+    if (t4 < 0 || t4 >= end) return undefined;
+    const kind = end - t4 === 5 ? text.slice(t4 + 1, end) : '';
+    if (kind !== 'push' && kind !== 'send') return undefined;
+    const c = change(text.slice(start, t1), 'queued');
+    c.openid = text.slice(t2 + 1, t3);
+    c.key = text.slice(t3 + 1, t4);
+    c.kind = kind;
+    c.attempts = 0;
+    c.queuedAt = at;
+    c.at = at;
+    return c;
+  }
+  if (tag === 0x53 /* S */) {
+    const t3 = text.indexOf('\t', t2 + 1);
+    if (t3 < 0 || t3 >= end) return undefined;
+    const attempts = digitsAt(text, t2 + 1, t3);
+    if (attempts < 0 || end - t3 - 1 > 32) return undefined;
+    for (let i = t3 + 1; i < end; i++) {
+      const d = text.charCodeAt(i);
+      if (d < 48 || d > 57) return undefined;
+    }
+    const c = change(text.slice(start, t1), 'sent');
+    c.attempts = attempts;
+    if (end > t3 + 1) c.wechatMsgid = text.slice(t3 + 1, end);
+    c.errcode = 0;
+    c.errmsg = 'ok';
+    c.sentAt = at;
+    c.at = at;
+    return c;
+  }
+  return undefined;
+}
+
+function parseJsonLine(line: string): LedgerChange | LedgerReceipt | undefined {
+  let value: (LedgerChange & LedgerReceipt) | null;
+  try {
+    value = JSON.parse(line) as LedgerChange & LedgerReceipt;
+  } catch {
+    return undefined;
+  }
+  if (typeof value?.state !== 'string') return undefined;
+  if (typeof value.msgid === 'string' || typeof value.receipt === 'string') return value;
+  return undefined;
+}
+
+function isChange(line: LedgerChange | LedgerReceipt): line is LedgerChange {
+  return (line as LedgerChange).msgid !== undefined;
+}
+
+/**
+ * Every whole line of a journal's text, in order, to `onChange` or `onReceipt`. A torn tail (a
+ * line cut short by a crash, or garbage after the last whole line) ends it.
+ * @returns how many characters were ignored
+ */
+export function parseJournal(text: string, onChange: (c: LedgerChange) => void, onReceipt: (r: LedgerReceipt) => void): number {
+  let start = 0;
+  for (;;) {
+    const end = text.indexOf('\n', start);
+    if (end < 0) break;
+    const line = parseJournalLine(text, start, end);
+    if (line === undefined) break;
+    if (isChange(line)) onChange(line);
+    else onReceipt(line);
+    start = end + 1;
+  }
+  return text.length - start;
+}
+
+/**
+ * The ledger's local write-ahead journal: every state change is appended here (one line)
  * before its job's queue ack may be persisted, so a kill -9 loses none, and while the database
  * is down the changes wait here, bounded only by the disk.
  *
@@ -91,7 +255,7 @@ export class LedgerJournal {
     this.buffer.push(JSON.stringify(receipt));
   }
 
-  /** A change already serialised (see Ledger.queued): one JSON object, msgid first, no newline. */
+  /** A change already serialised (queuedLine, sentLine): starting with its msgid, no newline. */
   appendLine(line: string): void {
     this.buffer.push(line);
   }
@@ -216,16 +380,20 @@ export class LedgerJournal {
    * ones are skipped: their changes are then seen once written).
    */
   scan(msgid?: string, maxBytes = 64 * 1024 * 1024): LedgerChange[] {
-    return this.scanLines<LedgerChange>(msgid === undefined ? '{"msgid":' : `{"msgid":${JSON.stringify(msgid)},`, maxBytes);
+    // a message's lines start with its msgid: compact, or JSON (older versions, and note())
+    return this.scanLines<LedgerChange>(msgid === undefined ? undefined : [`${msgid}\t`, `{"msgid":${JSON.stringify(msgid)},`], 'change', maxBytes);
   }
 
   /** The receipts not known to be in the database, oldest first: for one WeChat msgid, or all. */
   scanReceipts(wechatMsgid?: string, maxBytes = 64 * 1024 * 1024): LedgerReceipt[] {
-    return this.scanLines<LedgerReceipt>(wechatMsgid === undefined ? '{"receipt":' : `{"receipt":${JSON.stringify(wechatMsgid)},`, maxBytes);
+    return this.scanLines<LedgerReceipt>([wechatMsgid === undefined ? '{"receipt":' : `{"receipt":${JSON.stringify(wechatMsgid)},`], 'receipt', maxBytes);
   }
 
-  /** Lines starting with `needle` of the newest segments (up to `maxBytes`) and the buffer. */
-  private scanLines<T>(needle: string, maxBytes: number): T[] {
+  /**
+   * The changes (or receipts) of the newest segments (up to `maxBytes`) and the buffer: those
+   * on lines starting with one of `needles`, or every one without needles.
+   */
+  private scanLines<T>(needles: readonly string[] | undefined, want: 'change' | 'receipt', maxBytes: number): T[] {
     const files = [...this.sealedSegments(), this.active].map((n) => this.file(n));
     const chosen: string[] = [];
     let budget = maxBytes;
@@ -241,6 +409,7 @@ export class LedgerJournal {
       chosen.unshift(files[i]!);
     }
     const out: T[] = [];
+    const take = (text: string): void => collect(text, needles, want, out as Array<LedgerChange | LedgerReceipt>);
     for (const f of chosen) {
       let text: string;
       try {
@@ -248,11 +417,11 @@ export class LedgerJournal {
       } catch {
         continue;
       }
-      collect(text, needle, out);
+      take(text);
     }
     // lines being written may be in the active file already: applying a change twice is harmless
-    collect(this.inWrite.join('\n') + '\n', needle, out);
-    collect(this.buffer.join('\n') + '\n', needle, out);
+    take(this.inWrite.join('\n') + '\n');
+    take(this.buffer.join('\n') + '\n');
     return out;
   }
 
@@ -269,26 +438,14 @@ export class LedgerJournal {
  * ignored.
  */
 export function readJournalFile(file: string): { changes: LedgerChange[]; receipts: LedgerReceipt[]; torn: number } {
-  const text = fs.readFileSync(file, 'utf8');
   const changes: LedgerChange[] = [];
   const receipts: LedgerReceipt[] = [];
-  let start = 0;
-  for (;;) {
-    const end = text.indexOf('\n', start);
-    if (end < 0) break;
-    let line: (LedgerChange & LedgerReceipt) | null;
-    try {
-      line = JSON.parse(text.slice(start, end)) as LedgerChange & LedgerReceipt;
-    } catch {
-      break;
-    }
-    if (typeof line?.state !== 'string') break;
-    if (typeof line.msgid === 'string') changes.push(line);
-    else if (typeof line.receipt === 'string') receipts.push(line);
-    else break;
-    start = end + 1;
-  }
-  return { changes, receipts, torn: text.length - start };
+  const torn = parseJournal(
+    fs.readFileSync(file, 'utf8'),
+    (c) => changes.push(c),
+    (r) => receipts.push(r),
+  );
+  return { changes, receipts, torn };
 }
 
 /** Changes applied per store write while reading the journal back. */
@@ -312,20 +469,25 @@ export async function applyJournalFiles(
   const finals: MessageRecord[] = [];
   const receipts: LedgerReceipt[] = [];
   let merged = new Map<string, LedgerChange>();
+  // the parsed changes are this function's own: the later ones of a msgid merge into its first in place
+  const onChange = (c: LedgerChange): void => {
+    const old = merged.get(c.msgid);
+    if (old === undefined) merged.set(c.msgid, c);
+    else mergeInto(old, c);
+  };
+  const onReceipt = (r: LedgerReceipt): void => {
+    receipts.push(r);
+  };
   for (const file of files) {
-    let read: ReturnType<typeof readJournalFile>;
+    let text: string;
     try {
-      read = readJournalFile(file);
+      text = fs.readFileSync(file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw err;
     }
-    if (read.torn > 0) torn.push({ file, torn: read.torn });
-    for (const c of read.changes) {
-      const old = merged.get(c.msgid);
-      merged.set(c.msgid, old ? mergeChange(old, c) : c);
-    }
-    for (const r of read.receipts) receipts.push(r);
+    const ignored = parseJournal(text, onChange, onReceipt);
+    if (ignored > 0) torn.push({ file, torn: ignored });
     if (merged.size >= APPLY_BATCH) {
       finals.push(...(await store.upsert([...merged.values()])));
       merged = new Map();
@@ -347,23 +509,43 @@ function distinctFinals(records: readonly MessageRecord[]): MessageRecord[] {
   });
 }
 
-/** Whole lines of `text` that start with `needle`, parsed, onto `out`. */
-function collect<T>(text: string, needle: string, out: T[]): void {
-  let pos = 0;
-  for (;;) {
-    const hit = text.indexOf(needle, pos);
-    if (hit < 0) return;
-    if (hit > 0 && text[hit - 1] !== '\n') {
-      pos = hit + 1;
-      continue;
+/**
+ * The changes (or receipts) of the whole lines of `text` that start with one of `needles` (every
+ * line without needles), parsed, onto `out` in the order of the text. Unlike replay, a line that
+ * does not parse is skipped, not the end: it is one being written, or torn.
+ */
+function collect(text: string, needles: readonly string[] | undefined, want: 'change' | 'receipt', out: Array<LedgerChange | LedgerReceipt>): void {
+  const keep = (start: number, end: number): void => {
+    const line = parseJournalLine(text, start, end);
+    if (line !== undefined && isChange(line) === (want === 'change')) out.push(line);
+  };
+  if (needles === undefined) {
+    for (let start = 0; ; ) {
+      const end = text.indexOf('\n', start);
+      if (end < 0) return; // a line still being written
+      if (end > start) keep(start, end);
+      start = end + 1;
     }
+  }
+  // the next line start of each needle, taken in the order of the text
+  const next = needles.map((n) => lineStart(text, n, 0));
+  for (;;) {
+    let k = -1;
+    for (let i = 0; i < next.length; i++) if (next[i]! >= 0 && (k < 0 || next[i]! < next[k]!)) k = i;
+    if (k < 0) return;
+    const hit = next[k]!;
     const end = text.indexOf('\n', hit);
     if (end < 0) return; // a line still being written
-    try {
-      out.push(JSON.parse(text.slice(hit, end)) as T);
-    } catch {
-      // a torn line: replay ignores it too
-    }
-    pos = end + 1;
+    keep(hit, end);
+    next[k] = lineStart(text, needles[k]!, end + 1);
+  }
+}
+
+/** The first position from `pos` where `needle` starts a line of `text`, or -1. */
+function lineStart(text: string, needle: string, pos: number): number {
+  for (;;) {
+    const hit = text.indexOf(needle, pos);
+    if (hit <= 0 || text.charCodeAt(hit - 1) === 0x0a) return hit;
+    pos = hit + 1;
   }
 }

@@ -3,7 +3,7 @@ import { backoffDelay } from '../backoff.js';
 import { LedgerStoreError } from '../errors.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
 import { applyChange, applyReceipt, mergeChange, recordOf, type LedgerChange, type LedgerReceipt } from './change.js';
-import { applyJournalFiles, LedgerJournal } from './journal.js';
+import { applyJournalFiles, LedgerJournal, queuedLine, sentLine } from './journal.js';
 import type { LedgerStore } from './store.js';
 
 export interface LedgerOptions {
@@ -109,8 +109,8 @@ export class Ledger implements LedgerReader {
   /** A message accepted and durable in the queue. Not durable itself until the next {@link record} resolves. */
   queued(msgid: string, openid: string, key: string, kind: 'push' | 'send', at: number): void {
     if (this.closed) return;
-    // the line written directly, as JSON.stringify would (msgid is [A-Za-z0-9_-]): once per message
-    this.line(`{"msgid":"${msgid}","state":"queued","openid":${JSON.stringify(openid)},"key":${JSON.stringify(key)},"kind":"${kind}","attempts":0,"queuedAt":${at},"at":${at}}`);
+    // once per message: a compact line, not an object to stringify (and to parse back)
+    this.line(queuedLine(msgid, openid, key, kind, at));
   }
 
   /**
@@ -119,8 +119,7 @@ export class Ledger implements LedgerReader {
    */
   sent(msgid: string, wechatMsgid: string | undefined, attempts: number, at: number): void {
     if (this.closed) return;
-    const w = wechatMsgid === undefined || !/^\d+$/.test(wechatMsgid) ? '' : `"wechatMsgid":"${wechatMsgid}",`;
-    this.line(`{"msgid":"${msgid}","state":"sent","attempts":${attempts},${w}"errcode":0,"errmsg":"ok","sentAt":${at},"at":${at}}`);
+    this.line(sentLine(msgid, wechatMsgid, attempts, at));
   }
 
   /**

@@ -5,7 +5,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { Ledger, LedgerJournal, openLedgerStore, ThreadedLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
 import { LedgerStoreError } from '../../src/errors.js';
-import { readJournalFile } from '../../src/ledger/journal.js';
+import { queuedLine, readJournalFile, sentLine } from '../../src/ledger/journal.js';
 import { tempDir } from '../helpers/processes.js';
 import type { MessageRecord } from '../../src/protocol/message-record.js';
 
@@ -165,8 +165,9 @@ describe('Ledger', () => {
     ledger.queued('d1', 'oD', 'order', 'push', 1);
     await ledger.record([sent('d1', '99')]);
     const text = fs.readdirSync(journal).map((f) => fs.readFileSync(path.join(journal, f), 'utf8')).join('');
-    assert.match(text, /"msgid":"d1","state":"queued"/);
-    assert.match(text, /"msgid":"d1","state":"sent".*"wechatMsgid":"99"/);
+    // queued() writes a compact line, note() (what record() does) JSON
+    assert.match(text, /^d1\tQ\t1\toD\torder\tpush$/m);
+    assert.match(text, /^\{"msgid":"d1","state":"sent".*"wechatMsgid":"99"/m);
   });
 
   it('replays a journal left by a crash, torn tail and all, then deletes it', async () => {
@@ -255,6 +256,55 @@ describe('Ledger on the threaded store (as the daemon runs it)', () => {
     await reader.close();
     // a bad prefix is refused at once, not in the thread
     assert.throws(() => new ThreadedLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}`, tablePrefix: 'bad-' }), /table_prefix/);
+  });
+});
+
+describe('Ledger on a journal of compact lines', () => {
+  it('replays compact and JSON lines (a journal left by the previous version) alike, a compact torn tail ignored', async () => {
+    const dir = tempDir();
+    const jdir = path.join(dir, 'journal');
+    fs.mkdirSync(jdir, { recursive: true });
+    // the previous version's segment: JSON only
+    fs.writeFileSync(path.join(jdir, '000000000001.jsonl'), JSON.stringify({ msgid: 'c1', state: 'queued', openid: 'oC1', key: 'k', kind: 'send', attempts: 0, queuedAt: 5, at: 5 }) + '\n');
+    // this version's: compact lines, a JSON change, and a sent cut short by the crash
+    fs.writeFileSync(
+      path.join(jdir, '000000000002.jsonl'),
+      [
+        sentLine('c1', '111', 2, 9),
+        queuedLine('c2', 'oC2', 'k', 'push', 6),
+        JSON.stringify({ msgid: 'c2', state: 'dead', attempts: 3, errcode: 40003, errmsg: 'invalid openid', finalAt: 8, at: 8 }),
+        queuedLine('c3', 'oC3', 'k', 'push', 7),
+      ].join('\n') + '\n' + sentLine('c3', '333', 1, 10).slice(0, 9),
+    );
+    const finals: MessageRecord[] = [];
+    const { ledger, reader } = setup({ dir, onFinal: async (r) => void finals.push(...r) });
+    await reader.init();
+    await until(() => ledger.status().backlog === 0, 'the replay');
+    assert.deepEqual(await reader.get('c1'), {
+      msgid: 'c1', openid: 'oC1', key: 'k', kind: 'send', state: 'sent', attempts: 2,
+      wechatMsgid: '111', errcode: 0, errmsg: 'ok', queuedAt: 5, sentAt: 9, finalAt: null,
+    });
+    assert.deepEqual(pickRow(await reader.get('c2')), ['dead', 'oC2', 'push', 3, null]);
+    assert.deepEqual(pickRow(await reader.get('c3')), ['queued', 'oC3', 'push', 0, null]);
+    assert.deepEqual(finals.map((r) => [r.msgid, r.state]), [['c2', 'dead']]);
+  });
+
+  it('get() and list() see compact and JSON lines not written yet, in the order written', async () => {
+    const { ledger } = setup({ flushIntervalMs: 60_000 });
+    ledger.queued('g1', 'oG', 'order', 'push', 100);
+    ledger.queued('g10', 'oG', 'order', 'push', 101);
+    ledger.note({ msgid: 'g1', state: 'queued', attempts: 1, errcode: -1, errmsg: 'system error', at: 102 });
+    ledger.sent('g1', '4242', 2, 103);
+    await ledger.commit();
+    // g10's lines start with "g1" too: only whole msgids match
+    assert.deepEqual(await ledger.get('g1'), {
+      msgid: 'g1', openid: 'oG', key: 'order', kind: 'push', state: 'sent', attempts: 2,
+      wechatMsgid: '4242', errcode: 0, errmsg: 'ok', queuedAt: 100, sentAt: 103, finalAt: null,
+    });
+    ledger.note({ msgid: 'g1', state: 'dead', attempts: 2, errcode: 40003, errmsg: 'invalid openid', finalAt: 104, at: 104 });
+    // not synced yet: get() reads the buffer too
+    assert.equal((await ledger.get('g1'))?.state, 'dead');
+    assert.deepEqual((await ledger.list({ openid: 'oG' })).map((r) => [r.msgid, r.state]), [['g10', 'queued'], ['g1', 'dead']]);
   });
 });
 
