@@ -7,8 +7,9 @@ import { ERRMSG_MAX, type LedgerChange, type LedgerReceipt } from './change.js';
 
 /**
  * The table `{table_prefix}message` (default `mega_message`) in the `[pdo]` store: one row per
- * message, keyed by its msgid, indexed by WeChat's msgid (receipts), by openid + queued time
- * (`msg list --openid`) and by last change (retention). Written only by the Ledger, in batches.
+ * message, keyed by its msgid, indexed by WeChat's msgid (receipts) and by openid + queued time
+ * (`msg list --openid`); on MySQL also by last change (retention; SQLite's retention walks the
+ * rows in rowid order instead, see purge). Written only by the Ledger, in batches.
  */
 export interface LedgerStore extends LedgerReader {
   readonly kind: 'sqlite' | 'mysql';
@@ -56,6 +57,16 @@ const COLUMNS = 'msgid, openid, tmpl_key, kind, state, attempts, wechat_msgid, e
 const WIDTH = 13;
 /** Rows per MySQL statement, as powers of two so that only a handful of prepared statements exist. */
 const MYSQL_CHUNK = 256;
+/**
+ * Rows per SQLite upsert statement (the rest of a batch goes one by one): one statement per
+ * row cost better-sqlite3's call and SQLite's statement run per row, about as much as the row
+ * itself (bench/ledger-store.ts).
+ */
+const SQLITE_ROWS = 32;
+/** Rows a SQLite retention window looks at, as a multiple of the rows it may delete. */
+const PURGE_WINDOW = 4;
+/** Rows one SQLite purge() call looks at at most, as a multiple of the rows it may delete. */
+const PURGE_SCAN = 20;
 const LIST_MAX = 1000;
 
 /** What applying journal files did: torn tails ignored, records made final. */
@@ -88,21 +99,25 @@ export function openLedgerStore(options: LedgerStoreOptions): LedgerStore {
 
 /** '' / 0 / null say "this change does not know": the stored value stays (see the upserts). */
 function values(c: LedgerChange): unknown[] {
-  return [
-    c.msgid,
-    c.openid ?? '',
-    c.key ?? '',
-    c.kind ?? '',
-    c.state,
-    c.attempts ?? 0,
-    c.wechatMsgid ?? null,
-    c.errcode ?? null,
-    c.errmsg === undefined ? null : c.errmsg.slice(0, ERRMSG_MAX),
-    c.queuedAt ?? 0,
-    c.sentAt ?? null,
-    c.finalAt ?? null,
-    c.at,
-  ];
+  return putValues(c, new Array<unknown>(WIDTH), 0);
+}
+
+/** values() of `c` into `into` from `at`: a batch of rows binds one array, reused. */
+function putValues(c: LedgerChange, into: unknown[], at: number): unknown[] {
+  into[at] = c.msgid;
+  into[at + 1] = c.openid ?? '';
+  into[at + 2] = c.key ?? '';
+  into[at + 3] = c.kind ?? '';
+  into[at + 4] = c.state;
+  into[at + 5] = c.attempts ?? 0;
+  into[at + 6] = c.wechatMsgid ?? null;
+  into[at + 7] = c.errcode ?? null;
+  into[at + 8] = c.errmsg === undefined ? null : c.errmsg.slice(0, ERRMSG_MAX);
+  into[at + 9] = c.queuedAt ?? 0;
+  into[at + 10] = c.sentAt ?? null;
+  into[at + 11] = c.finalAt ?? null;
+  into[at + 12] = c.at;
+  return into;
 }
 
 function marks(n: number): string {
@@ -186,6 +201,21 @@ function where(filter: MessageFilter): { sql: string; args: unknown[]; limit: nu
 
 // ------------------------------------------------------------------ SQLite
 
+/**
+ * The SQLite indexes of this version, over what an earlier one made: WeChat's msgid indexed only
+ * where there is one (a `queued` row then costs no entry, and its `sent` adds one instead of
+ * moving one), and no index on updated_at (retention walks rowids instead: one index less to
+ * keep per row written). Rebuilding the index of an old table is paid once, at the first init.
+ */
+function migrateSqliteIndexes(db: Database.Database, t: string): void {
+  db.transaction(() => {
+    db.exec(`DROP INDEX IF EXISTS ${t}_updated`);
+    const old = db.prepare(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?`).pluck().get(`${t}_wechat_msgid`) as string | undefined;
+    if (old !== undefined && !/\bWHERE\b/i.test(old)) db.exec(`DROP INDEX ${t}_wechat_msgid`);
+    db.exec(`CREATE INDEX IF NOT EXISTS ${t}_wechat_msgid ON ${t} (wechat_msgid) WHERE wechat_msgid IS NOT NULL`);
+  })();
+}
+
 class SqliteLedgerStore extends SqlStore implements LedgerStore {
   readonly kind = 'sqlite' as const;
   readonly location: string;
@@ -194,6 +224,8 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
   private applyAll: ((changes: readonly LedgerChange[]) => MessageRecord[]) | undefined;
   private receiveAll: ((receipts: readonly LedgerReceipt[]) => MessageRecord[]) | undefined;
   private readonly receiptTable: string;
+  /** Where the next retention window starts (a rowid; see purge). */
+  private purgeFrom = 0;
 
   constructor(
     private readonly dsn: SqliteDsn,
@@ -226,9 +258,7 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
   final_at INTEGER,
   updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ${t}_wechat_msgid ON ${t} (wechat_msgid);
 CREATE INDEX IF NOT EXISTS ${t}_openid_queued ON ${t} (openid, queued_at);
-CREATE INDEX IF NOT EXISTS ${t}_updated ON ${t} (updated_at);
 CREATE TABLE IF NOT EXISTS ${rt} (
   wechat_msgid TEXT NOT NULL PRIMARY KEY,
   state TEXT NOT NULL,
@@ -237,11 +267,12 @@ CREATE TABLE IF NOT EXISTS ${rt} (
   at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ${rt}_at ON ${rt} (at);`);
+        migrateSqliteIndexes(db, t);
         return undefined;
       });
       this.db = db;
-      this.upsertOne = db.prepare(
-        `INSERT INTO ${t} (${COLUMNS}) VALUES (${Array(WIDTH).fill('?').join(', ')})
+      const upsertSql = (rows: number): string =>
+        `INSERT INTO ${t} (${COLUMNS}) VALUES ${Array(rows).fill(`(${Array(WIDTH).fill('?').join(', ')})`).join(', ')}
 ON CONFLICT(msgid) DO UPDATE SET
   openid = CASE WHEN excluded.openid = '' THEN openid ELSE excluded.openid END,
   tmpl_key = CASE WHEN excluded.tmpl_key = '' THEN tmpl_key ELSE excluded.tmpl_key END,
@@ -254,8 +285,11 @@ ON CONFLICT(msgid) DO UPDATE SET
   queued_at = CASE WHEN excluded.queued_at = 0 THEN queued_at ELSE excluded.queued_at END,
   sent_at = COALESCE(excluded.sent_at, sent_at),
   final_at = COALESCE(excluded.final_at, final_at),
-  updated_at = MAX(updated_at, excluded.updated_at)`,
-      );
+  updated_at = MAX(updated_at, excluded.updated_at)`;
+      this.upsertOne = db.prepare(upsertSql(1));
+      // rows of one statement apply in order, as separate statements would (a msgid twice: the second updates the first)
+      const upsertMany = db.prepare(upsertSql(SQLITE_ROWS));
+      const bound = new Array<unknown>(WIDTH * SQLITE_ROWS);
       const stmt = this.upsertOne;
       const rowOf = db.prepare(`SELECT ${COLUMNS} FROM ${t} WHERE msgid = ?`);
       const rowsOfWechat = db.prepare(`SELECT ${COLUMNS} FROM ${t} WHERE wechat_msgid = ?`);
@@ -277,10 +311,15 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET at = ${SAME_RECEIPT_KEEPS_AT('excluded')
         return out;
       };
       this.applyAll = db.transaction((changes: readonly LedgerChange[]) => {
+        let i = 0;
+        for (; i + SQLITE_ROWS <= changes.length; i += SQLITE_ROWS) {
+          for (let k = 0; k < SQLITE_ROWS; k++) putValues(changes[i + k]!, bound, k * WIDTH);
+          upsertMany.run(bound);
+        }
+        for (; i < changes.length; i++) stmt.run(values(changes[i]!));
         const finals = new Set<string>();
         const receipts = anyReceipt.get() !== undefined;
         for (const c of changes) {
-          stmt.run(values(c));
           if (c.state === 'rejected' || c.state === 'dead') finals.add(c.msgid);
           if (receipts && c.wechatMsgid !== undefined) {
             const r = receiptOf.get(c.wechatMsgid) as { state: string; status: string; at: number } | undefined;
@@ -365,17 +404,47 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET at = ${SAME_RECEIPT_KEEPS_AT('excluded')
     }
   }
 
+  /**
+   * Retention without an index on updated_at: the rows are walked in rowid order, which is the
+   * order they were first written in, from where the last call stopped, a window at a time. The
+   * rows a window keeps (`queued`, or changed since `before`) are not looked at again until the
+   * walk starts over, which it does at the end of the table or at a window with no row older than
+   * `before` (the rows after it are newer still). One call looks at no more than 20 × `limit`
+   * rows, so a pass is bounded whatever the table holds; it deletes at most `limit`, and fewer
+   * only when it found no more or used up its look (the Ledger's pass then ends; the next one
+   * goes on from there).
+   */
   async purge(before: number, limit: number): Promise<number> {
     try {
+      const db = this.handle();
       const t = this.table;
-      const r = this.handle()
-        .prepare(`DELETE FROM ${t} WHERE rowid IN (SELECT rowid FROM ${t} WHERE updated_at < ? AND state <> 'queued' LIMIT ${Math.floor(limit)})`)
-        .run(before);
+      const n = Math.max(1, Math.floor(limit));
+      const window = db.prepare(
+        `SELECT count(*) AS rows, max(rowid) AS last, coalesce(sum(updated_at < ?), 0) AS old FROM (SELECT rowid, updated_at FROM ${t} WHERE rowid > ? ORDER BY rowid LIMIT ?)`,
+      );
+      const cut = db.prepare(
+        `DELETE FROM ${t} WHERE rowid IN (SELECT rowid FROM ${t} WHERE rowid > ? AND rowid <= ? AND updated_at < ? AND state <> 'queued' ORDER BY rowid LIMIT ?)`,
+      );
+      let deleted = 0;
+      for (let looked = 0; deleted < n && looked < PURGE_SCAN * n; ) {
+        const w = window.get(before, this.purgeFrom, PURGE_WINDOW * n) as { rows: number; last: number | null; old: number };
+        if (w.rows === 0) {
+          this.purgeFrom = 0;
+          break;
+        }
+        deleted += cut.run(this.purgeFrom, w.last, before, n - deleted).changes;
+        looked += w.rows;
+        // the window may hold more: the next call looks at it again
+        if (deleted >= n) break;
+        if (w.rows < PURGE_WINDOW * n || w.old === 0) {
+          this.purgeFrom = 0;
+          break;
+        }
+        this.purgeFrom = w.last!;
+      }
       const rt = this.receiptTable;
-      const k = this.handle()
-        .prepare(`DELETE FROM ${rt} WHERE rowid IN (SELECT rowid FROM ${rt} WHERE at < ? LIMIT ${Math.floor(limit)})`)
-        .run(before);
-      return r.changes + k.changes;
+      const k = db.prepare(`DELETE FROM ${rt} WHERE rowid IN (SELECT rowid FROM ${rt} WHERE at < ? LIMIT ${n})`).run(before);
+      return deleted + k.changes;
     } catch (err) {
       throw this.fail('purge', err);
     }

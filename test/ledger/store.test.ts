@@ -105,6 +105,23 @@ function storeContract(open: () => Promise<LedgerStore>): void {
     const left = (await store.list({ openid: 'oP' })).map((r) => r.msgid).sort();
     assert.deepEqual(left, ['fresh', 'oldq']);
   });
+
+  it('retention gets past many queued rows and rows changed lately, a bounded look at a time, and purges what is older behind them', async () => {
+    const store = await open();
+    const rows: LedgerChange[] = [];
+    // written first: messages still queued, and one sent long ago but changed lately (a dlq retry)
+    for (let i = 0; i < 1000; i++) rows.push({ ...queued(`stuck${i}`, 'oQ'), at: T0 });
+    rows.push({ msgid: 'retried', state: 'sent', openid: 'oS', attempts: 1, queuedAt: T0, at: T0 + 86_400_000 });
+    for (let i = 0; i < 50; i++) rows.push({ msgid: `done${i}`, state: 'sent', openid: 'oS', attempts: 1, queuedAt: T0, at: T0 });
+    for (let i = 0; i < 50; i++) rows.push({ msgid: `new${i}`, state: 'delivered', openid: 'oS', attempts: 1, queuedAt: T0 + 86_400_000, at: T0 + 86_400_000 });
+    await store.upsert(rows);
+    let gone = 0;
+    for (let call = 0; call < 10 && gone < 50; call++) gone += await store.purge(T0 + 1, 10);
+    assert.equal(gone, 50);
+    assert.equal(await store.purge(T0 + 1, 10), 0);
+    assert.equal((await store.list({ openid: 'oQ', state: 'queued', limit: 1000 })).length, 1000);
+    assert.deepEqual((await store.list({ openid: 'oS', limit: 1000 })).map((r) => r.msgid).sort(), ['retried', ...Array.from({ length: 50 }, (_, i) => `new${i}`)].sort());
+  });
 }
 
 describe('ledger store on SQLite', () => {
@@ -130,7 +147,35 @@ describe('ledger store on SQLite', () => {
     const db = new Database(file, { readonly: true });
     const indexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'x_message' AND sql IS NOT NULL").all() as Array<{ name: string }>;
     db.close();
-    assert.deepEqual(indexes.map((i) => i.name).sort(), ['x_message_openid_queued', 'x_message_updated', 'x_message_wechat_msgid']);
+    assert.deepEqual(indexes.map((i) => i.name).sort(), ['x_message_openid_queued', 'x_message_wechat_msgid']);
+  });
+
+  it("an earlier version's indexes become this one's at init (no updated_at index, WeChat's msgid only where there is one), rows kept", async () => {
+    const file = path.join(dir, 'old.db');
+    const old = new Database(file);
+    old.exec(`CREATE TABLE mega_message (msgid TEXT NOT NULL PRIMARY KEY, openid TEXT NOT NULL DEFAULT '', tmpl_key TEXT NOT NULL DEFAULT '',
+  kind TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, wechat_msgid TEXT, errcode INTEGER, errmsg TEXT,
+  queued_at INTEGER NOT NULL DEFAULT 0, sent_at INTEGER, final_at INTEGER, updated_at INTEGER NOT NULL);
+CREATE INDEX mega_message_wechat_msgid ON mega_message (wechat_msgid);
+CREATE INDEX mega_message_openid_queued ON mega_message (openid, queued_at);
+CREATE INDEX mega_message_updated ON mega_message (updated_at);
+INSERT INTO mega_message (msgid, openid, state, attempts, wechat_msgid, queued_at, updated_at) VALUES ('o1', 'oO', 'sent', 1, '4242', 5, 6), ('o2', 'oO', 'queued', 0, NULL, 7, 7);`);
+    old.close();
+    const s = openLedgerStore({ dsn: `sqlite:${file}` });
+    await s.init();
+    assert.deepEqual(
+      (await s.applyReceipts([{ receipt: '4242', state: 'delivered', status: 'success', at: 9 }])).map((r) => [r.msgid, r.state]),
+      [['o1', 'delivered']],
+    );
+    assert.equal((await s.get('o2'))?.state, 'queued');
+    await s.close();
+    const db = new Database(file, { readonly: true });
+    const indexes = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'mega_message' AND sql IS NOT NULL ORDER BY name").all() as Array<{ name: string; sql: string }>;
+    const plan = db.prepare('EXPLAIN QUERY PLAN SELECT * FROM mega_message WHERE wechat_msgid = ?').all('4242') as Array<{ detail: string }>;
+    db.close();
+    assert.deepEqual(indexes.map((i) => i.name), ['mega_message_openid_queued', 'mega_message_wechat_msgid']);
+    assert.match(indexes[1]!.sql, /WHERE wechat_msgid IS NOT NULL/);
+    assert.match(plan.map((p) => p.detail).join(' '), /USING INDEX mega_message_wechat_msgid/);
   });
 });
 
