@@ -107,7 +107,7 @@ export interface MegaConfig {
     segmentSize: number;
   };
   ledger: {
-    /** @defaultValue false (docs/LEDGER.md: its cost is not yet low enough to be on by default) */
+    /** @defaultValue true */
     enabled: boolean;
     /** @defaultValue 7 */
     retentionDays: number;

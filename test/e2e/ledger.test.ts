@@ -17,7 +17,7 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, startStack, type SimMessage, type SimulatorHandle } from '../helpers/stack.js';
 
-/** The ledger is off by default (docs/LEDGER.md, Performance): these tests turn it on. */
+/** The ledger is on by default; said here all the same, so these tests do not depend on the default. */
 const LEDGER_ON = { ledger: { enabled: 1 } };
 
 const ORDER = { touser: '${OPENID}', template_id: 'tmpl-order', data: { product: { value: '${product}' } } };
