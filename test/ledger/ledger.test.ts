@@ -67,7 +67,7 @@ after(async () => {
   for (const l of ledgers) await l.close();
 });
 
-function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?: number; onFinal?: (r: MessageRecord[]) => Promise<void> } = {}) {
+function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?: number; onFinal?: (r: MessageRecord[]) => Promise<void>; commitDelayMs?: number } = {}) {
   const dir = options.dir ?? tempDir();
   const reader = openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` });
   const store = new SwitchableStore(openLedgerStore({ dsn: `sqlite:${path.join(dir, 'db.sqlite')}` }));
@@ -80,6 +80,8 @@ function setup(options: { dir?: string; flushIntervalMs?: number; retentionDays?
     flushIntervalMs: options.flushIntervalMs ?? 20,
     retryCapMs: 50,
     onFinal: options.onFinal,
+    // commits at once, so a test decides when the database write comes
+    commitDelayMs: options.commitDelayMs ?? 0,
   });
   ledgers.push(ledger);
   return { dir, store, reader, ledger, journal: path.join(dir, 'journal') };
@@ -158,6 +160,19 @@ describe('Ledger', () => {
     await ledger.record([sent('kr1', '8801')]);
     const r = await ledger.get('kr1');
     assert.deepEqual([r?.state, r?.errmsg, r?.finalAt], ['failed_system', 'failed: system failed', 70]);
+  });
+
+  it('commits within commitDelayMs share one journal write, and each resolves only once its lines are on disk', async () => {
+    const { ledger, journal } = setup({ flushIntervalMs: 60_000, commitDelayMs: 20 });
+    await ledger.flush(); // the write at open, out of the way: the lines stay in the journal
+    const text = () => fs.readdirSync(journal).map((f) => fs.readFileSync(path.join(journal, f), 'utf8')).join('');
+    ledger.queued('w1', 'oW', 'order', 'push', 1);
+    const first = ledger.commit();
+    ledger.queued('w2', 'oW', 'order', 'push', 2);
+    const second = ledger.commit();
+    assert.equal(text(), '', 'nothing written before the window ends');
+    await Promise.all([first, second]);
+    assert.match(text(), /w1[\s\S]*w2/);
   });
 
   it('record() resolves only once the changes are in the journal on disk', async () => {
