@@ -4,3 +4,5 @@ export type { JobQueue, JobQueueEvents, JobQueueStats } from './job-queue.js';
 export { nodeIo } from './io.js';
 export type { QueueIo } from './io.js';
 export { crc32c } from './crc32c.js';
+export { JetStreamQueue } from './jetstream-queue.js';
+export type { JetStreamAppendOptions, JetStreamQueueOptions } from './jetstream-queue.js';
