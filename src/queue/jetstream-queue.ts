@@ -283,7 +283,14 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     await this.nc.flush().catch(() => undefined);
     await this.nc.close();
     if (held.length === 0 && lastAck === undefined) return;
-    const nc = await connect({ servers: this.opts.servers, name: `mega-${this.opts.name}-close` });
+    let nc: NatsConnection;
+    try {
+      nc = await connect({ servers: this.opts.servers, name: `mega-${this.opts.name}-close` });
+    } catch (err) {
+      // Nothing lost: the server hands the jobs out again after ack_wait.
+      this.opts.logger?.warn({ err }, 'JetStream unreachable at close; held jobs come back after ack_wait');
+      return;
+    }
     try {
       // What this process holds goes back at once, in id order, rather than after ack_wait.
       for (const reply of held) if (reply) nc.publish(reply, '-NAK');

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { JetStreamQueue, type JetStreamQueueOptions, type JobQueue, type QueueJob } from '../../src/queue/index.js';
-import { NATS_SERVER_BIN, natsAvailable, startNats, type NatsCluster } from '../helpers/nats.js';
+import { NATS_SERVER_BIN, natsAvailable, startNats, startNatsCluster, type NatsCluster } from '../helpers/nats.js';
 import { jobQueueContract } from './contract.js';
 
 const b = (s: string): Buffer => Buffer.from(s);
@@ -138,6 +138,39 @@ if (!available) {
       q.ack(j1!);
       q.ack(j2!);
       assert.deepEqual(q.stats(), { depth: 0, inFlight: 0, held: 0 });
+    });
+
+    it('on a 3-node cluster with replicas 3: appends survive a killed node (retried with the same msgId)', { timeout: 60_000 }, async () => {
+      const cluster = await startNatsCluster(3);
+      const retry = async <T>(what: () => Promise<T>): Promise<T> => {
+        // A new cluster, or one that lost its leader, answers nothing useful for a few seconds.
+        const until = Date.now() + 30_000;
+        for (;;) {
+          try {
+            return await what();
+          } catch (err) {
+            if (Date.now() > until) throw err;
+            await new Promise((r) => setTimeout(r, 250));
+          }
+        }
+      };
+      let q: JetStreamQueue | undefined;
+      try {
+        q = await retry(() => JetStreamQueue.open({ servers: cluster.servers, name: 'rep', replicas: 3, publishTimeoutMs: 2000 }));
+        const [j1, j2] = await q.appendMany([b('1'), b('2')]);
+        assert.deepEqual(ids(await readN(q, 2)), [j1, j2]);
+        q.ack(j1!);
+        await cluster.nodes[0]!.kill();
+        const j3 = await retry(() => q!.append(b('3'), { msgId: 'after-kill' }));
+        assert.ok(j3 > j2!);
+        assert.deepEqual(ids(await readN(q, 1)), [j3]);
+        q.ack(j2!);
+        q.ack(j3);
+        assert.equal(q.stats().depth, 0);
+      } finally {
+        await q?.close();
+        await cluster.stop();
+      }
     });
 
     it('validates options, naming the option', async () => {
