@@ -19,6 +19,7 @@ import {
   type JetStreamClient,
   type JsMsg,
 } from '@nats-io/jetstream';
+import { backoffDelay } from '../backoff.js';
 import { QueueClosedError, QueueWriteError } from '../errors.js';
 import type { JobQueue, JobQueueStats, QueueJob } from './job-queue.js';
 import { resolveJetStreamOptions, type JetStreamQueueOptions, type ResolvedJetStreamOptions } from './jetstream-options.js';
@@ -342,6 +343,8 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   }
 
   private async pump(): Promise<void> {
+    // failed fetches in a row: one warning when they start, one line when they end, backoff between
+    let failures = 0;
     while (!this.closed) {
       const room = this.opts.prefetch - this.ready.length;
       if (room <= 0) {
@@ -354,10 +357,12 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
         this.fetching = iter;
         if (this.closed) await iter.close();
         for await (const m of iter) this.receive(m);
+        if (failures > 0) this.opts.logger?.info({ failures }, 'JetStream fetch works again');
+        failures = 0;
       } catch (err) {
         if (this.closed) break;
-        this.opts.logger?.warn({ err }, 'JetStream fetch failed; retrying');
-        await new Promise((r) => setTimeout(r, 500));
+        if (failures === 0) this.opts.logger?.warn({ err }, 'JetStream fetch failed; retrying with backoff until it works');
+        await new Promise((r) => setTimeout(r, backoffDelay(failures++, { baseMs: 500, maxMs: 5000 })));
       } finally {
         this.fetching = undefined;
       }
