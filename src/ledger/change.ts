@@ -1,4 +1,4 @@
-import type { MessageRecord, MessageState } from '../protocol/message-record.js';
+import type { MessageFilter, MessageRecord, MessageState } from '../protocol/message-record.js';
 
 /**
  * One state change of one message, as the journal holds it and the store applies it: only the
@@ -151,4 +151,39 @@ export function applyChange(record: MessageRecord | undefined, c: LedgerChange):
     sentAt: c.sentAt ?? record.sentAt,
     finalAt: c.finalAt ?? record.finalAt,
   };
+}
+
+/** Changes merged per message, in the order given (the journal's). */
+export function coalesce(changes: Iterable<LedgerChange>, into = new Map<string, LedgerChange>()): Map<string, LedgerChange> {
+  for (const c of changes) {
+    const old = into.get(c.msgid);
+    into.set(c.msgid, old ? mergeChange(old, c) : c);
+  }
+  return into;
+}
+
+/** Receipts by WeChat's msgid, each list in the order given. */
+export function receiptsByWechatMsgid(receipts: Iterable<LedgerReceipt>, into = new Map<string, LedgerReceipt[]>()): Map<string, LedgerReceipt[]> {
+  for (const r of receipts) {
+    const all = into.get(r.receipt);
+    if (all) all.push(r);
+    else into.set(r.receipt, [r]);
+  }
+  return into;
+}
+
+/** A record with the receipts of its WeChat msgid applied over it, in order. */
+export function withReceipts(record: MessageRecord, byWechatMsgid: ReadonlyMap<string, readonly LedgerReceipt[]>): MessageRecord {
+  let r = record;
+  for (const receipt of (r.wechatMsgid === null ? undefined : byWechatMsgid.get(r.wechatMsgid)) ?? []) r = applyReceipt(r, receipt);
+  return r;
+}
+
+/** Whether a record fits a `msg list` filter (its limit aside). */
+export function fitsFilter(r: MessageRecord, filter: MessageFilter): boolean {
+  return (
+    (filter.openid === undefined || r.openid === filter.openid) &&
+    (filter.state === undefined || r.state === filter.state) &&
+    (filter.since === undefined || r.queuedAt >= filter.since)
+  );
 }

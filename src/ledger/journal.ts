@@ -19,6 +19,21 @@ function segmentName(n: number): string {
   return `${String(n).padStart(12, '0')}.jsonl`;
 }
 
+/** The segments in a journal folder, oldest first (their numbers). @throws when the folder cannot be read */
+export function journalSegments(dir: string): number[] {
+  return fs
+    .readdirSync(dir)
+    .map((f) => SEGMENT_RE.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+/** The file of segment `n` in a journal folder. */
+export function journalSegmentFile(dir: string, n: number): string {
+  return path.join(dir, segmentName(n));
+}
+
 /*
  * The journal's lines. The two of every message (`queued`, `sent`) are compact, tab-separated
  * in a fixed order after the msgid and a one-letter tag, because the store's thread reads every
@@ -221,13 +236,7 @@ export class LedgerJournal {
   /** Opens the journal folder (created if missing); segments left by an earlier run are sealed, for replay. */
   static open(dir: string, fsync: boolean): LedgerJournal {
     fs.mkdirSync(dir, { recursive: true });
-    const existing = fs
-      .readdirSync(dir)
-      .map((f) => SEGMENT_RE.exec(f))
-      .filter((m): m is RegExpExecArray => m !== null)
-      .map((m) => Number(m[1]))
-      .sort((a, b) => a - b);
-    return new LedgerJournal(dir, fsync, existing);
+    return new LedgerJournal(dir, fsync, journalSegments(dir));
   }
 
   /** Changes in the journal that the database is not known to hold. */

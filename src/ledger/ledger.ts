@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import { LedgerStoreError } from '../errors.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import { applyChange, applyReceipt, mergeChange, recordOf, type LedgerChange, type LedgerReceipt } from './change.js';
+import { applyChange, coalesce, fitsFilter, receiptsByWechatMsgid, recordOf, withReceipts, type LedgerChange, type LedgerReceipt } from './change.js';
 import { applyJournalFiles, LedgerJournal, queuedLine, sentLine } from './journal.js';
-import type { LedgerStore } from './store.js';
+import { withKeptReceipt, type LedgerStore } from './store.js';
 
 export interface LedgerOptions {
   store: LedgerStore;
@@ -202,8 +202,7 @@ export class Ledger implements LedgerReader {
    * changes, a message costs nothing.
    */
   async get(msgid: string): Promise<MessageRecord | undefined> {
-    let mem: LedgerChange | undefined;
-    for (const c of this.journal.scan(msgid)) mem = mem ? mergeChange(mem, c) : c;
+    const mem = coalesce(this.journal.scan(msgid)).get(msgid);
     let stored: MessageRecord | undefined;
     try {
       await this.options.store.init();
@@ -212,22 +211,16 @@ export class Ledger implements LedgerReader {
       if (mem) return this.withReceipt(recordOf(mem));
       throw err;
     }
-    let record = mem ? applyChange(stored, mem) : stored;
+    const record = mem ? applyChange(stored, mem) : stored;
     if (!record) return undefined;
     // its send not written yet, and its receipt written first: kept in the receipt table
-    if (record.wechatMsgid !== null && stored?.wechatMsgid !== record.wechatMsgid) {
-      const kept = await this.options.store.receiptOf(record.wechatMsgid).catch(() => undefined);
-      if (kept) record = applyReceipt(record, kept);
-    }
-    return this.withReceipt(record);
+    return this.withReceipt(await withKeptReceipt(this.options.store, record, stored).catch(() => record));
   }
 
   /** A receipt still in the journal applied over the record (one written is in the row already). */
   private withReceipt(record: MessageRecord): MessageRecord {
     if (record.wechatMsgid === null) return record;
-    let r = record;
-    for (const receipt of this.journal.scanReceipts(record.wechatMsgid)) r = applyReceipt(r, receipt);
-    return r;
+    return withReceipts(record, receiptsByWechatMsgid(this.journal.scanReceipts(record.wechatMsgid)));
   }
 
   async list(filter: MessageFilter): Promise<MessageRecord[]> {
@@ -236,31 +229,12 @@ export class Ledger implements LedgerReader {
     const stored = await this.options.store.list({ ...filter, limit });
     const byId = new Map(stored.map((r) => [r.msgid, r]));
     // the changes not written yet over the rows, including messages the database has not seen
-    const unwritten = new Map<string, LedgerChange>();
-    for (const c of this.journal.scan()) {
-      const old = unwritten.get(c.msgid);
-      unwritten.set(c.msgid, old ? mergeChange(old, c) : c);
-    }
-    const receipts = new Map<string, LedgerReceipt[]>();
-    for (const r of this.journal.scanReceipts()) {
-      const all = receipts.get(r.receipt);
-      if (all) all.push(r);
-      else receipts.set(r.receipt, [r]);
-    }
-    const withReceipts = (r: MessageRecord): MessageRecord => {
-      for (const receipt of (r.wechatMsgid === null ? undefined : receipts.get(r.wechatMsgid)) ?? []) r = applyReceipt(r, receipt);
-      return r;
-    };
+    const unwritten = coalesce(this.journal.scan());
+    const receipts = receiptsByWechatMsgid(this.journal.scanReceipts());
     // rows the journal has only a receipt for: the state filter must see the receipt's state
-    for (const [id, row] of byId) if (!unwritten.has(id)) byId.set(id, withReceipts(row));
-    for (const [id, mem] of unwritten) byId.set(id, withReceipts(applyChange(byId.get(id), mem)));
-    for (const [id, r] of byId) {
-      const fits =
-        (filter.openid === undefined || r.openid === filter.openid) &&
-        (filter.state === undefined || r.state === filter.state) &&
-        (filter.since === undefined || r.queuedAt >= filter.since);
-      if (!fits) byId.delete(id);
-    }
+    for (const [id, row] of byId) if (!unwritten.has(id)) byId.set(id, withReceipts(row, receipts));
+    for (const [id, mem] of unwritten) byId.set(id, withReceipts(applyChange(byId.get(id), mem), receipts));
+    for (const [id, r] of byId) if (!fitsFilter(r, filter)) byId.delete(id);
     return [...byId.values()].sort((a, b) => b.queuedAt - a.queuedAt || (a.msgid < b.msgid ? 1 : -1)).slice(0, limit);
   }
 

@@ -1,9 +1,7 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import { applyChange, applyReceipt, mergeChange, type LedgerChange, type LedgerReceipt } from './change.js';
-import { readJournalFile } from './journal.js';
-import type { LedgerStore } from './store.js';
+import { applyChange, coalesce, fitsFilter, receiptsByWechatMsgid, withReceipts, type LedgerChange, type LedgerReceipt } from './change.js';
+import { journalSegmentFile, journalSegments, readJournalFile } from './journal.js';
+import { withKeptReceipt, type LedgerStore } from './store.js';
 
 /** What the journal holds: changes merged per message, receipts by WeChat's msgid. */
 interface Journal {
@@ -38,12 +36,7 @@ export class StoppedLedger implements LedgerReader {
     const out: MessageRecord[] = [];
     for (const id of ids) {
       const r = await this.recordOf(id, journal);
-      const fits =
-        r !== undefined &&
-        (filter.openid === undefined || r.openid === filter.openid) &&
-        (filter.state === undefined || r.state === filter.state) &&
-        (filter.since === undefined || r.queuedAt >= filter.since);
-      if (fits) out.push(r);
+      if (r !== undefined && fitsFilter(r, filter)) out.push(r);
     }
     return out.sort((a, b) => b.queuedAt - a.queuedAt || (a.msgid < b.msgid ? 1 : -1)).slice(0, limit);
   }
@@ -52,46 +45,28 @@ export class StoppedLedger implements LedgerReader {
     const stored = await this.store.get(msgid);
     const mine = journal.changes.get(msgid);
     const record = mine ? applyChange(stored, mine) : stored;
-    return record && this.complete(record, stored, journal.receipts);
-  }
-
-  /** The receipts over a record: one kept in the table for a send only journaled, then the journal's. */
-  private async complete(record: MessageRecord, stored: MessageRecord | undefined, receipts: Map<string, LedgerReceipt[]>): Promise<MessageRecord> {
-    let r = record;
-    if (r.wechatMsgid !== null && stored?.wechatMsgid !== r.wechatMsgid) {
-      const kept = await this.store.receiptOf(r.wechatMsgid);
-      if (kept) r = applyReceipt(r, kept);
-    }
-    for (const receipt of (r.wechatMsgid === null ? undefined : receipts.get(r.wechatMsgid)) ?? []) r = applyReceipt(r, receipt);
-    return r;
+    return record && withReceipts(await withKeptReceipt(this.store, record, stored), journal.receipts);
   }
 
   /** Every segment, oldest first: changes merged per message, receipts by WeChat's msgid. */
   private journal(): Journal {
     const changes = new Map<string, LedgerChange>();
     const receipts = new Map<string, LedgerReceipt[]>();
-    let files: string[] = [];
+    let segments: number[];
     try {
-      files = fs.readdirSync(this.journalDir).filter((f) => /^\d{12}\.jsonl$/.test(f)).sort();
+      segments = journalSegments(this.journalDir);
     } catch {
       return { changes, receipts }; // no journal: the daemon never ran with the ledger here
     }
-    for (const f of files) {
+    for (const n of segments) {
       let read;
       try {
-        read = readJournalFile(path.join(this.journalDir, f));
+        read = readJournalFile(journalSegmentFile(this.journalDir, n));
       } catch {
         continue;
       }
-      for (const c of read.changes) {
-        const old = changes.get(c.msgid);
-        changes.set(c.msgid, old ? mergeChange(old, c) : c);
-      }
-      for (const r of read.receipts) {
-        const all = receipts.get(r.receipt);
-        if (all) all.push(r);
-        else receipts.set(r.receipt, [r]);
-      }
+      coalesce(read.changes, changes);
+      receiptsByWechatMsgid(read.receipts, receipts);
     }
     return { changes, receipts };
   }

@@ -3,7 +3,7 @@ import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { LedgerStoreError } from '../errors.js';
 import { MysqlStore, openSqlite, parseDsn, sqliteLocation, SqlStore, tableName, textColumn, type MysqlDsn, type SqliteDsn } from '../db/index.js';
 import { MESSAGE_STATES, type LedgerReader, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/message-record.js';
-import { ERRMSG_MAX, type LedgerChange, type LedgerReceipt } from './change.js';
+import { applyReceipt, ERRMSG_MAX, type LedgerChange, type LedgerReceipt } from './change.js';
 
 /**
  * The table `{table_prefix}message` (default `mega_message`) in the `[pdo]` store: one row per
@@ -68,6 +68,16 @@ const PURGE_WINDOW = 4;
 /** Rows one SQLite purge() call looks at at most, as a multiple of the rows it may delete. */
 const PURGE_SCAN = 20;
 const LIST_MAX = 1000;
+
+/**
+ * `record` (the table's row `stored` with changes not written yet over it) with the receipt the
+ * table keeps for its WeChat msgid, when its `sent` is not written yet but its receipt is.
+ */
+export async function withKeptReceipt(store: Pick<LedgerStore, 'receiptOf'>, record: MessageRecord, stored: MessageRecord | undefined): Promise<MessageRecord> {
+  if (record.wechatMsgid === null || stored?.wechatMsgid === record.wechatMsgid) return record;
+  const kept = await store.receiptOf(record.wechatMsgid);
+  return kept ? applyReceipt(record, kept) : record;
+}
 
 /** What applying journal files did: torn tails ignored, records made final. */
 export interface JournalApplied {
