@@ -13,7 +13,7 @@ import { repoRoot } from '../protocol/helpers.js';
 export const LAYERS: readonly (readonly string[])[] = [
   ['errors.ts', 'backoff.ts', 'log'],
   ['config', 'protocol', 'db', 'queue', 'wechat'],
-  ['templates', 'jobs', 'client', 'simulator', 'ledger', 'webhook'],
+  ['templates', 'jobs', 'client', 'simulator', 'ledger', 'webhook', 'cluster'],
   ['workers', 'tasks', 'callback'],
   ['dispatch'],
   ['server'],
@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
 ];
 
 /** Folders the daemon process loads: none of them may import the simulator, a test tool. */
-const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'callback', 'workers', 'dispatch', 'server'];
+const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'cluster', 'callback', 'workers', 'dispatch', 'server'];
 
 export interface ImportEdge {
   from: string;
