@@ -1,9 +1,11 @@
 import type { MegaConfig } from '../config/config.js';
 import { deadLetterFile, queueOptions, runningPid } from '../config/service-files.js';
-import { FileQueue } from '../queue/index.js';
+import { FileQueue, JetStreamQueue } from '../queue/index.js';
+import { defaultStreamName } from '../queue/jetstream-options.js';
+import { jetStreamQueueOptions } from '../server/queue-link.js';
 import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
 import { controlRequest } from '../server/control.js';
-import { queueSummary, type AnswerOf, type ControlRequest, type DeadLetterSelector } from '../server/control-protocol.js';
+import { queueSummary, type AnswerOf, type ControlRequest, type DeadLetterSelector, type QueueSummary } from '../server/control-protocol.js';
 import { CliFailure } from './failure.js';
 import { loadServiceConfig, type ConfigFlags } from './daemon-link.js';
 import { say } from './output.js';
@@ -39,20 +41,43 @@ function formatBytes(n: number): string {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
+/** The stream's figures while this daemon is stopped (others of the service may be running: nothing is consumed). */
+async function stoppedStreamSummary(config: MegaConfig): Promise<QueueSummary> {
+  const options = jetStreamQueueOptions(config);
+  let info;
+  try {
+    info = await JetStreamQueue.inspect(options);
+  } catch (err) {
+    throw new CliFailure(`cannot reach JetStream at ${config.jetstream.servers.join(', ')}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return {
+    backend: 'jetstream',
+    stream: options.stream ?? defaultStreamName(config.name),
+    depth: info.depth,
+    inFlight: 0,
+    oldestAgeSeconds: info.oldestEnqueuedAt === undefined ? null : Math.round((Date.now() - info.oldestEnqueuedAt) / 1000),
+    bytes: info.bytes,
+  };
+}
+
 export async function queueInfo(name: string, options: CommonOptions): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const running = runningPid(config.server.pidFile) !== undefined;
   const summary = running
     ? await daemonCall(config, { cmd: 'queue' })
-    : await withStoppedQueue(config, async (q) => queueSummary(q.stats()));
+    : config.queue.backend === 'jetstream'
+      ? await stoppedStreamSummary(config)
+      : await withStoppedQueue(config, async (q) => ({ backend: 'file' as const, ...queueSummary(q.stats()) }));
   if (options.json) return say(JSON.stringify({ running, ...summary }, null, 2));
   say(
     [
-      `queue of ${name} (${config.server.queueFilePath})${running ? '' : ', daemon not running'}`,
-      `  depth:       ${summary.depth}${running ? ` (${summary.inFlight} in flight)` : ''}`,
+      summary.backend === 'jetstream'
+        ? `queue of ${name} (JetStream stream ${summary.stream}, shared by the service)${running ? '' : ', this daemon not running'}`
+        : `queue of ${name} (${config.server.queueFilePath})${running ? '' : ', daemon not running'}`,
+      `  depth:       ${summary.depth}${running ? ` (${summary.inFlight} in flight here)` : ''}`,
       `  oldest job:  ${summary.oldestAgeSeconds === null ? '-' : `${summary.oldestAgeSeconds} s old`}`,
-      `  segments:    ${summary.segments}`,
-      `  disk use:    ${formatBytes(summary.bytes)}`,
+      ...(summary.segments !== undefined ? [`  segments:    ${summary.segments}`] : []),
+      ...(summary.bytes !== undefined ? [`  ${summary.backend === 'jetstream' ? 'stream size:' : 'disk use:   '} ${formatBytes(summary.bytes)}`] : []),
     ].join('\n'),
   );
 }

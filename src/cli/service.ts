@@ -204,7 +204,7 @@ function formatStatus(s: DaemonStatus): string {
     `  connections:      ${s.connections}`,
     `  templates:        ${s.templates}`,
     `  task workers:     ${s.workers}`,
-    `  queue depth:      ${s.queue.depth} (${s.queue.inFlight} in flight, ${s.queue.segments} segments, ${s.queue.bytes} bytes${s.queue.oldestAgeSeconds === null ? '' : `, oldest ${s.queue.oldestAgeSeconds} s`})`,
+    `  queue depth:      ${s.queue.depth} (${s.queue.inFlight} in flight${s.queue.backend === 'jetstream' ? ` here, JetStream stream ${s.queue.stream}` : `, ${s.queue.segments} segments, ${s.queue.bytes} bytes`}${s.queue.oldestAgeSeconds === null ? '' : `, oldest ${s.queue.oldestAgeSeconds} s`})`,
     `  sent:             ${s.sent}`,
     `  failed:           ${s.failed}${failed ? ` (${failed})` : ''}`,
     `  retries pending:  ${s.retriesPending}`,

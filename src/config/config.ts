@@ -105,6 +105,29 @@ export interface MegaConfig {
     fsync: 'always' | 'none';
     /** @defaultValue 40 MiB */
     segmentSize: number;
+    /** Where the jobs live: `file` (this host) or `jetstream` (a NATS stream the daemons of the service share). @defaultValue file */
+    backend: 'file' | 'jetstream';
+  };
+  /** With `[queue] backend = jetstream` (docs/SCALING.md). */
+  jetstream: {
+    /** @defaultValue ['nats://127.0.0.1:4222'] */
+    servers: string[];
+    /** @defaultValue undefined: `MEGA_<NAME>` */
+    stream: string | undefined;
+    /** @defaultValue 1 */
+    replicas: number;
+    user: string | undefined;
+    /** From `MEGA_NATS_PASSWORD`, else the ini. */
+    password: string | undefined;
+    /** From `MEGA_NATS_TOKEN`, else the ini. */
+    token: string | undefined;
+    tlsCa: string | undefined;
+    tlsCert: string | undefined;
+    tlsKey: string | undefined;
+    /** @defaultValue 30000 */
+    ackWaitMs: number;
+    /** @defaultValue 10000 */
+    publishTimeoutMs: number;
   };
   ledger: {
     /** @defaultValue true */
@@ -209,6 +232,11 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
   if (sections.callback!.listen && !sections.wechat!.token) {
     throw new ConfigError('[wechat] token is required when [callback] listen is set (every request is checked against it)');
   }
+  const js = sections.jetstream as MegaConfig['jetstream'];
+  if (Boolean(js.tlsCert) !== Boolean(js.tlsKey)) {
+    throw new ConfigError(`[jetstream] ${js.tlsCert ? 'tls_key' : 'tls_cert'} is required when [jetstream] ${js.tlsCert ? 'tls_cert' : 'tls_key'} is set`);
+  }
+  if (js.password && !js.user) throw new ConfigError('[jetstream] password needs [jetstream] user');
   if (sections.receipt!.webhookUrl && !sections.ledger!.enabled) {
     throw new ConfigError('[receipt] webhook_url needs [ledger] enabled = 1 (the webhook sends what the ledger records)');
   }

@@ -8,9 +8,9 @@ import { ConfigError } from '../errors.js';
  * table of docs/CONFIGURATION.md (doc.ts) are both produced from it, so they cannot disagree.
  */
 
-export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'ledger' | 'callback' | 'receipt' | 'log';
+export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'jetstream' | 'ledger' | 'callback' | 'receipt' | 'log';
 
-export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'ledger', 'callback', 'receipt', 'log'];
+export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'jetstream', 'ledger', 'callback', 'receipt', 'log'];
 
 export interface ListenAddress {
   host: string;
@@ -175,6 +175,28 @@ function httpUrl(value: string, where: string): string {
   return value;
 }
 
+/** `nats://host:port` URLs, repeatable (`servers[] = ...`) or comma-separated. */
+function natsServers(raw: unknown, _ctx: KeyContext, where: string): string[] {
+  if (raw === undefined) return ['nats://127.0.0.1:4222'];
+  const list = (Array.isArray(raw) ? raw : [raw]).flatMap((entry) => String(entry).split(',')).map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0) throw new ConfigError(`${where}[] needs at least one nats://host:port`);
+  for (const entry of list) {
+    if (!/^(nats|tls):\/\/([^\s/@]+@)?(\[[0-9a-fA-F:.]+\]|[^\s:/@]+):\d{1,5}$/.test(entry)) {
+      // the URL may carry user:password@: never echo it
+      throw new ConfigError(`${where}[] must be nats://host:port (or tls://host:port); one entry is not`);
+    }
+  }
+  return list;
+}
+
+/** A JetStream stream name, or undefined for the default derived from the service name. */
+function streamName(raw: unknown, _ctx: KeyContext, where: string): string | undefined {
+  const value = single(raw, where);
+  if (!value) return undefined;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(value)) throw new ConfigError(`${where} may hold only letters, digits, _ and - (at most 64), got ${JSON.stringify(value)}`);
+  return value;
+}
+
 function dsn(raw: unknown, ctx: KeyContext, where: string): string {
   const value = single(raw, where) ?? `sqlite:../data/${ctx.name}.db`;
   if (!/^(sqlite|mysql):/.test(value)) {
@@ -284,6 +306,19 @@ export const CONFIG_KEYS: readonly KeySpec[] = [
   // ---- [queue]
   { section: 'queue', key: 'fsync', prop: 'fsync', type: '`always` or `none`', defaultText: '`always`', help: '`always`: a Push is answered after fsync (one fsync covers every record written meanwhile). `none`: no fsync — a process crash loses nothing, a power loss may lose the last records', parse: oneOf('always', ['always', 'none']) },
   { section: 'queue', key: 'segment_size', prop: 'segmentSize', type: 'bytes 4096–2147483647', defaultText: '`41943040`', help: 'bytes per queue segment file (40 MiB)', parse: int(40 * 1024 * 1024, 4096, 0x7fffffff) },
+  { section: 'queue', key: 'backend', prop: 'backend', type: '`file` or `jetstream`', defaultText: '`file`', help: '`file`: the embedded durable queue in `queue_file_path`, one daemon. `jetstream`: the jobs live in a NATS JetStream stream (`[jetstream]`) shared by every daemon of the same name, which then share the work (docs/SCALING.md)', parse: oneOf('file', ['file', 'jetstream']) },
+  // ---- [jetstream]
+  { section: 'jetstream', key: 'servers', prop: 'servers', type: 'nats://host:port, repeatable', defaultText: '`nats://127.0.0.1:4222`', help: '`servers[] = nats://host:port`, one per cluster node (the client fails over between them); with `[queue] backend = jetstream`. nats-server 2.9 or later with JetStream enabled', parse: natsServers },
+  { section: 'jetstream', key: 'stream', prop: 'stream', type: 'name', defaultText: '`MEGA_<NAME>`', help: 'the WorkQueue stream of the jobs (created if missing; its subject is `mega.<name>.jobs`, its consumer `mega-<name>`)', parse: streamName },
+  { section: 'jetstream', key: 'replicas', prop: 'replicas', type: 'whole number 1–5', defaultText: '`1`', help: 'replicas of the stream and of the service\'s key-value buckets when they are created: 3 on a 3-node cluster, so a Push is answered 200 only once a quorum stored it and a node may fail', parse: int(1, 1, 5) },
+  { section: 'jetstream', key: 'user', prop: 'user', type: 'text', defaultText: '—', help: 'user name for the NATS servers (with `password`)', parse: (raw, ctx, where) => text()(raw, ctx, where) || undefined },
+  { section: 'jetstream', key: 'password', prop: 'password', type: 'text', defaultText: '—', secret: true, env: 'MEGA_NATS_PASSWORD', help: 'password of `user`', parse: (raw, ctx, where) => text(undefined, true)(raw, ctx, where) || undefined },
+  { section: 'jetstream', key: 'token', prop: 'token', type: 'text', defaultText: '—', secret: true, env: 'MEGA_NATS_TOKEN', help: 'authentication token for the NATS servers (instead of user/password)', parse: (raw, ctx, where) => text(undefined, true)(raw, ctx, where) || undefined },
+  { section: 'jetstream', key: 'tls_ca', prop: 'tlsCa', type: 'path', defaultText: '—', help: 'PEM CA bundle that the NATS servers\' certificates are checked against (turns TLS on)', parse: optionalFile() },
+  { section: 'jetstream', key: 'tls_cert', prop: 'tlsCert', type: 'path', defaultText: '—', help: 'PEM client certificate, for servers that verify clients (with `tls_key`)', parse: optionalFile() },
+  { section: 'jetstream', key: 'tls_key', prop: 'tlsKey', type: 'path', defaultText: '—', help: 'PEM private key of `tls_cert`', parse: optionalFile() },
+  { section: 'jetstream', key: 'ack_wait_ms', prop: 'ackWaitMs', type: 'ms 1000–3600000', defaultText: '`30000`', help: 'when the consumer is created: a job whose daemon stopped heartbeating it (crashed, cut off) goes to another daemon after this long', parse: int(30000, 1000, 3600000) },
+  { section: 'jetstream', key: 'publish_timeout_ms', prop: 'publishTimeoutMs', type: 'ms 100–60000', defaultText: '`10000`', help: 'how long a Push waits for the stream to acknowledge it, retrying while a replicated stream elects a new leader (5–7 s for a killed leader); then it is answered 503 and nothing was stored twice', parse: int(10000, 100, 60000) },
   // ---- [ledger]
   { section: 'ledger', key: 'enabled', prop: 'enabled', type: '0/1', defaultText: '`1`', help: 'the message ledger (docs/LEDGER.md): every accepted Push and Send gets a row in `{table_prefix}message` of the `[pdo]` store, with its state, attempts, WeChat\'s msgid and its delivery receipt. `0`: no table, no journal, no cost (it costs about 2–3% of end-to-end throughput, docs/LEDGER.md); `query` then answers `503 ledger disabled`', parse: bool(true) },
   { section: 'ledger', key: 'retention_days', prop: 'retentionDays', type: 'days 1–3650', defaultText: '`7`', help: 'rows not changed for this long and no longer `queued` are deleted, a few hundred at a time', parse: int(7, 1, 3650) },

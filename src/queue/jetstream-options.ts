@@ -1,6 +1,17 @@
 /** The options of `JetStreamQueue.open`, their defaults and their validation (docs/QUEUE.md). */
 
 import type { Logger } from 'pino';
+import type { ConnectionOptions } from '@nats-io/transport-node';
+
+/** How to reach and authenticate to the NATS servers: shared by the queue and cluster/. */
+export interface NatsCredentials {
+  /** User and password, or a token; none: the servers need no authentication. */
+  user?: string;
+  pass?: string;
+  token?: string;
+  /** PEM files; `caFile` (or a client certificate) turns TLS on. */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+}
 
 export interface JetStreamQueueOptions {
   /** NATS server URLs (`nats://host:port`); the client connects to one and fails over to the others. */
@@ -62,6 +73,8 @@ export interface JetStreamQueueOptions {
   publishTimeoutMs?: number;
   /** Errors of the fetch loop (it retries), and an info line at open. */
   logger?: Logger;
+  /** Authentication and TLS for the servers. @defaultValue none */
+  credentials?: NatsCredentials;
 }
 
 export interface ResolvedJetStreamOptions {
@@ -77,6 +90,31 @@ export interface ResolvedJetStreamOptions {
   fetchExpiresMs: number;
   publishTimeoutMs: number;
   logger: Logger | undefined;
+  credentials: NatsCredentials;
+}
+
+/**
+ * The connect() options for `servers` with `credentials`. The connection reconnects forever: a
+ * daemon outlives an outage of NATS (the client's default gives up after about 20 s).
+ */
+export function natsConnectOptions(servers: readonly string[], connectionName: string, credentials: NatsCredentials = {}): ConnectionOptions {
+  const { user, pass, token, tls } = credentials;
+  return {
+    servers: [...servers],
+    name: connectionName,
+    maxReconnectAttempts: -1,
+    ...(user !== undefined ? { user, pass } : {}),
+    ...(token !== undefined ? { token } : {}),
+    ...(tls && (tls.caFile || tls.certFile) ? { tls: { ...tls } } : {}),
+  };
+}
+
+/**
+ * NATS names (streams, consumers, buckets) allow letters, digits, `_` and `-`; a service name
+ * may also hold `.`, which would split a subject: it becomes `_`.
+ */
+export function natsSafeName(name: string): string {
+  return name.replace(/[^A-Za-z0-9_-]/g, '_');
 }
 
 const NAME = /^[A-Za-z0-9_-]+$/;
@@ -96,6 +134,11 @@ function str(opt: string, value: string | undefined, def: string, re: RegExp): s
   return v;
 }
 
+/** `MEGA_<NAME>`: the name upper-cased, `-` and `.` as `_`. */
+export function defaultStreamName(name: string): string {
+  return `MEGA_${natsSafeName(name).toUpperCase().replace(/-/g, '_')}`;
+}
+
 export function resolveJetStreamOptions(o: JetStreamQueueOptions): ResolvedJetStreamOptions {
   const servers = typeof o.servers === 'string' ? [o.servers] : [...(o.servers ?? [])];
   if (servers.length === 0 || servers.some((s) => typeof s !== 'string' || s.length === 0)) {
@@ -105,7 +148,7 @@ export function resolveJetStreamOptions(o: JetStreamQueueOptions): ResolvedJetSt
   return {
     servers,
     name,
-    stream: str('stream', o.stream, `MEGA_${name.toUpperCase().replace(/-/g, '_')}`, NAME),
+    stream: str('stream', o.stream, defaultStreamName(name), NAME),
     subject: str('subject', o.subject, `mega.${name}.jobs`, SUBJECT),
     consumer: str('consumer', o.consumer, `mega-${name}`, NAME),
     replicas: int('replicas', o.replicas, 1, 1, 5),
@@ -115,5 +158,6 @@ export function resolveJetStreamOptions(o: JetStreamQueueOptions): ResolvedJetSt
     fetchExpiresMs: int('fetchExpiresMs', o.fetchExpiresMs, 5000, 1000, 600_000),
     publishTimeoutMs: int('publishTimeoutMs', o.publishTimeoutMs, 5000, 100, 600_000),
     logger: o.logger,
+    credentials: o.credentials ?? {},
   };
 }

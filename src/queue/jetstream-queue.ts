@@ -22,7 +22,7 @@ import {
 import { backoffDelay } from '../backoff.js';
 import { QueueClosedError, QueueWriteError } from '../errors.js';
 import type { JobQueue, JobQueueStats, QueueJob } from './job-queue.js';
-import { resolveJetStreamOptions, type JetStreamQueueOptions, type ResolvedJetStreamOptions } from './jetstream-options.js';
+import { natsConnectOptions, resolveJetStreamOptions, type JetStreamQueueOptions, type ResolvedJetStreamOptions } from './jetstream-options.js';
 
 export type { JetStreamQueueOptions } from './jetstream-options.js';
 
@@ -94,7 +94,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   /** Connects, creates the stream and the consumer if missing, and starts fetching. */
   static async open(options: JetStreamQueueOptions): Promise<JetStreamQueue> {
     const opts = resolveJetStreamOptions(options);
-    const nc = await connect({ servers: opts.servers, name: `mega-${opts.name}` });
+    const nc = await connect(natsConnectOptions(opts.servers, `mega-${opts.name}`, opts.credentials));
     try {
       const jsm = await jetstreamManager(nc);
       let stream;
@@ -143,6 +143,34 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     }
   }
 
+  /**
+   * The stream's depth, oldest job and size, without consuming anything (`mega <name> queue`
+   * while this daemon is stopped: other daemons of the service may be running).
+   */
+  static async inspect(options: JetStreamQueueOptions): Promise<{ depth: number; oldestEnqueuedAt: number | undefined; bytes: number }> {
+    const opts = resolveJetStreamOptions(options);
+    const nc = await connect({ ...natsConnectOptions(opts.servers, `mega-${opts.name}-inspect`, opts.credentials), maxReconnectAttempts: 0 });
+    try {
+      const jsm = await jetstreamManager(nc);
+      let state;
+      try {
+        state = (await jsm.streams.info(opts.stream)).state;
+      } catch (err) {
+        if (notFound(err, JetStreamApiCodes.StreamNotFound)) return { depth: 0, oldestEnqueuedAt: undefined, bytes: 0 };
+        throw err;
+      }
+      const first = state.first_ts ? Date.parse(state.first_ts) : NaN;
+      return { depth: state.messages, oldestEnqueuedAt: state.messages > 0 && Number.isFinite(first) ? first : undefined, bytes: state.bytes };
+    } finally {
+      await nc.close();
+    }
+  }
+
+  /** The stream's name (for status lines). */
+  get streamName(): string {
+    return this.opts.stream;
+  }
+
   append(payload: Uint8Array, options: JetStreamAppendOptions = {}): Promise<number> {
     if (this.closed) return Promise.reject(new QueueClosedError());
     const p = this.publish(payload, options.msgId);
@@ -163,15 +191,33 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     return settled.map((s) => (s as PromiseFulfilledResult<number>).value);
   }
 
+  /**
+   * Publishes until the stream acknowledges or `publishTimeoutMs` has passed: while a replicated
+   * stream elects a new leader (5–7 s for a killed one) a publish gets no answer or an error, and
+   * is tried again. With a msgId a retry is never stored twice (the stream's duplicate window);
+   * without one, only a publish the server refused outright (not one that timed out: it may have
+   * been stored) is tried again.
+   */
   private async publish(payload: Uint8Array, msgId: string | undefined): Promise<number> {
+    const deadline = Date.now() + this.opts.publishTimeoutMs;
     let ack;
-    try {
-      ack = await this.js.publish(this.opts.subject, payload, {
-        timeout: this.opts.publishTimeoutMs,
-        ...(msgId !== undefined ? { msgID: msgId } : {}),
-      });
-    } catch (err) {
-      throw new QueueWriteError(`JetStream did not acknowledge the append to stream ${this.opts.stream}: ${(err as Error).message}`, { cause: err });
+    for (let attempt = 0; ; attempt++) {
+      const left = deadline - Date.now();
+      try {
+        ack = await this.js.publish(this.opts.subject, payload, {
+          // short tries, so that a leader elected meanwhile is used well before the deadline
+          timeout: Math.max(100, Math.min(left, 2000)),
+          ...(msgId !== undefined ? { msgID: msgId } : {}),
+        });
+        break;
+      } catch (err) {
+        const wait = backoffDelay(attempt, { baseMs: 100, maxMs: 1000 });
+        const refused = err instanceof JetStreamApiError || (err as Error).name === 'JetStreamNotEnabled';
+        if (this.closed || Date.now() + wait >= deadline || (msgId === undefined && !refused)) {
+          throw new QueueWriteError(`JetStream did not acknowledge the append to stream ${this.opts.stream}: ${(err as Error).message}`, { cause: err });
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
     }
     if (!ack.duplicate) {
       this.depth++;
@@ -286,7 +332,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     if (held.length === 0 && lastAck === undefined) return;
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: this.opts.servers, name: `mega-${this.opts.name}-close` });
+      nc = await connect({ ...natsConnectOptions(this.opts.servers, `mega-${this.opts.name}-close`, this.opts.credentials), maxReconnectAttempts: 0 });
     } catch (err) {
       // Nothing lost: the server hands the jobs out again after ack_wait.
       this.opts.logger?.warn({ err }, 'JetStream unreachable at close; held jobs come back after ack_wait');

@@ -51,8 +51,11 @@ export interface JobQueue {
    * Append one job. Resolves with its id once it is durable (what "durable" means is the
    * implementation's: fdatasync'ed to disk, or acknowledged by a quorum of replicas).
    * The payload must not be modified until the promise settles.
+   * `options.msgId` (the message's client_msg_id): a backend that can (JetStream) stores a
+   * second append with the same msgId only once, so a client's resent request is not queued
+   * twice; the file queue ignores it.
    */
-  append(payload: Uint8Array): Promise<number>;
+  append(payload: Uint8Array, options?: { msgId?: string }): Promise<number>;
 
   /**
    * Append several jobs, with ids in the order given. Each succeeds or fails on its own, as

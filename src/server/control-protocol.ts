@@ -7,7 +7,7 @@
  * Wire format (server/control.ts): one JSON request line in, one JSON {@link ControlReply} line out.
  */
 import type { ListenAddress } from '../config/config.js';
-import type { QueueStats } from '../queue/index.js';
+import type { JobQueueStats } from '../queue/index.js';
 import type { PauseState } from '../dispatch/dispatcher.js';
 import type { DeadLetter, DeadLetterSelector } from '../dispatch/dead-letter.js';
 import { BadRequestError } from '../errors.js';
@@ -53,14 +53,19 @@ export interface DaemonStatus {
 
 /** The answer to `queue` (and `status.queue`); the CLI computes the same from the files when the daemon is stopped. */
 export interface QueueSummary {
+  /** `[queue] backend`; absent in answers of daemons before it existed (file). */
+  backend?: 'file' | 'jetstream';
+  /** The JetStream stream (backend jetstream). */
+  stream?: string;
   depth: number;
   inFlight: number;
   oldestAgeSeconds: number | null;
-  segments: number;
-  bytes: number;
+  /** Segment files and their bytes (backend file; the stream's bytes with jetstream when known). */
+  segments?: number;
+  bytes?: number;
 }
 
-export function queueSummary(q: QueueStats, now = Date.now()): QueueSummary {
+export function queueSummary(q: JobQueueStats & { segments?: number; bytes?: number }, now = Date.now()): QueueSummary {
   return {
     depth: q.depth,
     inFlight: q.inFlight,

@@ -3,8 +3,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { pdoOptions, type MegaConfig, type ListenAddress } from '../config/config.js';
 import { missingMessage, missingVariables, openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
-import { deadLetterFile, queueOptions, runningPid } from '../config/service-files.js';
-import { FileQueue } from '../queue/index.js';
+import { deadLetterFile, runningPid } from '../config/service-files.js';
+import type { JobQueue } from '../queue/index.js';
+import { openJobQueue, type OpenedQueue } from './queue-link.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
 import { TaskPool } from '../workers/pool.js';
 import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
@@ -20,7 +21,6 @@ import type { WebhookSender } from '../webhook/index.js';
 import { MegaServer } from './server.js';
 import { ControlServer } from './control.js';
 import {
-  queueSummary,
   type ControlHandlers,
   type DaemonStatus,
   type DeadLetter,
@@ -62,7 +62,8 @@ export class Daemon implements RequestHandler {
     private readonly logger: Logger,
     private readonly store: TemplateStore,
     private readonly cache: TemplateCache,
-    private readonly queue: FileQueue,
+    private readonly queue: JobQueue,
+    private readonly queueLink: OpenedQueue,
     private readonly deadLetters: DeadLetterLog,
     private readonly tokenClient: WechatClient,
     private readonly tokens: TokenManager,
@@ -109,15 +110,14 @@ export class Daemon implements RequestHandler {
     const loaded = await step('loading templates', () => cache.loadAll());
     for (const skipped of loaded.skipped) logger.warn({ key: skipped.key, reason: skipped.reason }, 'template not loaded');
 
-    const queue = await step('queue', async () => {
-      const q = await FileQueue.open({ ...queueOptions(config), logger });
-      cleanups.push(() => q.close());
+    const queueLink = await step(config.queue.backend === 'jetstream' ? 'queue (JetStream)' : 'queue', async () => {
+      const q = await openJobQueue(config, logger);
+      cleanups.push(() => q.queue.close());
       return q;
     });
+    const { queue, firstId } = queueLink;
     const deadLetters = new DeadLetterLog(deadLetterFile(config));
     cleanups.push(() => deadLetters.close());
-    // Jobs below this id were queued by an earlier run (see LedgerObserver).
-    const firstId = queue.stats().nextId;
     const webhook = await step('webhook', async () => {
       const w = await openWebhook(config, logger);
       if (w) cleanups.push(() => w.close());
@@ -220,7 +220,7 @@ export class Daemon implements RequestHandler {
       writeFileSync(config.server.pidFile, `${process.pid}\n`);
     });
 
-    daemon = new Daemon(config, logger, store, cache, queue, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
+    daemon = new Daemon(config, logger, store, cache, queue, queueLink, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
     daemon.addresses = addresses;
     daemon.ledger = ledger;
     daemon.callback = callback;
@@ -263,7 +263,8 @@ export class Daemon implements RequestHandler {
     this.admit(request);
     const msgid = request.msgid ?? this.ids.generate();
     const at = Date.now();
-    await this.queue.append(encodeJobRecord({ kind: 'push', openid: request.openid, key: request.key, clientMsgId: msgid, body: request.body, at }));
+    // msgId: a client's resent Push (same msgid) is stored once by a backend that deduplicates
+    await this.queue.append(encodeJobRecord({ kind: 'push', openid: request.openid, key: request.key, clientMsgId: msgid, body: request.body, at }), { msgId: msgid });
     this.ledger?.queued(msgid, request.openid, request.key, 'push', at);
   }
 
@@ -276,6 +277,9 @@ export class Daemon implements RequestHandler {
     try {
       await this.queue.append(
         encodeJobRecord({ kind: 'send', openid: request.openid, key: request.key, clientMsgId: msgid, replyKey, body: request.body, at }),
+        // not the msgid alone: a resent Send waits for its own answer, so it is a job of its own;
+        // this id only makes the queue's own retries of this append safe
+        { msgId: `${msgid}/${replyKey}` },
       );
       this.ledger?.queued(msgid, request.openid, request.key, 'send', at);
     } catch (err) {
@@ -376,7 +380,7 @@ export class Daemon implements RequestHandler {
       connections: this.server.connectionCount,
       templates: this.cache.size,
       workers: this.pool.threads,
-      queue: queueSummary(this.queue.stats()),
+      queue: this.queueLink.summary(),
       sent: d.sent,
       failed: d.failed,
       failedByErrcode: d.failedByErrcode,
@@ -418,7 +422,7 @@ export class Daemon implements RequestHandler {
   }
 
   queueSummary(): QueueSummary {
-    return queueSummary(this.queue.stats());
+    return this.queueLink.summary();
   }
 
   deadLetterList(): DeadLetter[] {

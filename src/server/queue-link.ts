@@ -1,0 +1,60 @@
+import type { Logger } from 'pino';
+import type { MegaConfig } from '../config/config.js';
+import { queueOptions } from '../config/service-files.js';
+import { FileQueue, JetStreamQueue, type JetStreamQueueOptions, type JobQueue } from '../queue/index.js';
+import { natsSafeName, type NatsCredentials } from '../queue/jetstream-options.js';
+import { queueSummary, type QueueSummary } from './control-protocol.js';
+
+/**
+ * `[queue] backend` made into a JobQueue: the one place that knows there are two. Everything
+ * after it (dispatcher, ledger link, control socket) sees only the JobQueue seam.
+ */
+export interface OpenedQueue {
+  queue: JobQueue;
+  /**
+   * Jobs with an id below this were queued before this process started (the ledger then takes
+   * the job's details from its record). With JetStream any job may come from another daemon, so
+   * none is assumed to be this process's own.
+   */
+  firstId: number;
+  /** `queue` and `status.queue`. */
+  summary(): QueueSummary;
+}
+
+/** The NATS servers, credentials and TLS of `[jetstream]`. */
+export function natsCredentials(config: MegaConfig): NatsCredentials {
+  const js = config.jetstream;
+  return {
+    ...(js.user !== undefined ? { user: js.user, pass: js.password } : {}),
+    ...(js.token !== undefined ? { token: js.token } : {}),
+    ...(js.tlsCa || js.tlsCert ? { tls: { caFile: js.tlsCa, certFile: js.tlsCert, keyFile: js.tlsKey } } : {}),
+  };
+}
+
+export function jetStreamQueueOptions(config: MegaConfig, logger?: Logger): JetStreamQueueOptions {
+  const js = config.jetstream;
+  return {
+    servers: js.servers,
+    // a service name may hold `.`, which NATS names may not
+    name: natsSafeName(config.name),
+    ...(js.stream !== undefined ? { stream: js.stream } : {}),
+    replicas: js.replicas,
+    ackWaitMs: js.ackWaitMs,
+    publishTimeoutMs: js.publishTimeoutMs,
+    credentials: natsCredentials(config),
+    ...(logger ? { logger } : {}),
+  };
+}
+
+export async function openJobQueue(config: MegaConfig, logger: Logger): Promise<OpenedQueue> {
+  if (config.queue.backend === 'jetstream') {
+    const queue = await JetStreamQueue.open(jetStreamQueueOptions(config, logger));
+    return {
+      queue,
+      firstId: Number.MAX_SAFE_INTEGER,
+      summary: () => ({ backend: 'jetstream', stream: queue.streamName, ...queueSummary(queue.stats()) }),
+    };
+  }
+  const queue = await FileQueue.open({ ...queueOptions(config), logger });
+  return { queue, firstId: queue.stats().nextId, summary: () => ({ backend: 'file', ...queueSummary(queue.stats()) }) };
+}
