@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { DeadLetter } from './dead-letter.js';
-import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMessage, type JobQueue, type OutcomeObserver, type Timer, type TokenSource, type WorkerPool } from './ports.js';
+import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMessage, type JobQueue, type OutcomeObserver, type ServicePause, type Timer, type TokenSource, type WorkerPool } from './ports.js';
 import { Pause, type PauseState } from './pause.js';
 import { RateLimiter, RateMeter } from './rate.js';
 import { clientMessage, deadLetterOf, giveUp } from './settle.js';
@@ -40,6 +40,8 @@ export interface DispatcherOptions {
   quotaRetryIntervalMs?: number;
   /** Hears every job's fate; the settled jobs are acknowledged once it has (see OutcomeObserver). */
   observer?: OutcomeObserver;
+  /** The quota pause shared with the other daemons of the service (JetStream backend). @defaultValue none: this daemon alone */
+  servicePause?: ServicePause;
 }
 
 export type { PauseState };
@@ -116,7 +118,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly pause: Pause;
   private rateTimer: Timer | undefined;
   private readonly clock: Clock;
-  private readonly limiter: RateLimiter;
+  private limiter: RateLimiter;
+  /** The pause ending now was ended by the service (another daemon's probe or resume): not told back. */
+  private endingForService = false;
   private readonly sendRate = new RateMeter();
   private sent = 0;
   private failed = 0;
@@ -143,10 +147,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       retryBaseMs: this.retryBaseMs,
       onProbeDue: () => this.pump(),
       // back together, in queue order: release() puts them at the front of the line by id
-      onEnd: () => {
+      onEnd: (ended) => {
         for (const id of this.paused) this.releaseJob(id);
         this.paused.clear();
+        if (ended?.reason === 'quota' && !this.endingForService) this.options.servicePause?.clear();
       },
+      mayProbe: () => this.pause.state?.reason !== 'quota' || (this.options.servicePause?.isProber() ?? true),
     });
     options.pool.on('outcomes', (outcomes) => this.onOutcomes(outcomes));
   }
@@ -178,6 +184,37 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.pause.end();
     this.pump();
     return true;
+  }
+
+  /**
+   * Another daemon of the service met the daily quota: pause here too (one daemon probes,
+   * `mayProbe`). Does nothing while this daemon is already in a quota pause.
+   */
+  pauseForService(state: PauseState): void {
+    if (this.stopped || this.pause.state?.reason === 'quota') return;
+    this.pause.start('quota', state.detail, state.since);
+  }
+
+  /** The service's quota pause ended elsewhere (a probe was answered, or `resume`): resume here. */
+  resumeForService(): void {
+    if (this.pause.state?.reason !== 'quota') return;
+    this.options.logger.info('the service\'s quota pause ended: dispatch resumes');
+    this.endingForService = true;
+    try {
+      this.pause.end();
+    } finally {
+      this.endingForService = false;
+    }
+    this.pump();
+  }
+
+  /** This daemon's share of a service-wide `rate_limit` changed (a daemon joined or left); 0 = unlimited. */
+  setRateLimit(perSecond: number): void {
+    if (perSecond === this.limiter.ratePerSecond) return;
+    this.limiter = new RateLimiter(perSecond, this.clock.now());
+    this.rateTimer?.cancel();
+    this.rateTimer = undefined;
+    this.pump();
   }
 
   private isoNow(): string {
@@ -246,7 +283,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         });
         return;
       }
-      if (this.stopped) return;
+      // a pause may have begun while the token was awaited (another daemon's, say)
+      if (this.stopped || this.pause.blocking) return;
 
       let permits = pool.free;
       if (this.pause.state) permits = Math.min(permits, 1);
@@ -319,8 +357,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           // (released with the others, in queue order, when the pause ends).
           this.holdJob(outcome.id);
           this.paused.add(outcome.id);
-          if (outcome.kind === OutcomeKind.Quota) this.pause.start('quota', outcome.errmsg ?? 'daily quota reached');
-          else this.pause.start('unreachable', outcome.reason ?? 'connection failed');
+          if (outcome.kind === OutcomeKind.Quota) {
+            this.pause.start('quota', outcome.errmsg ?? 'daily quota reached');
+            this.options.servicePause?.announce(this.pause.state!);
+          } else this.pause.start('unreachable', outcome.reason ?? 'connection failed');
           break;
         case OutcomeKind.Retry:
           job.attempts++;

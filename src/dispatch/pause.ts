@@ -29,8 +29,14 @@ export interface PauseOptions {
   retryBaseMs: number;
   /** A probe may go now: the dispatcher pumps. */
   onProbeDue: () => void;
-  /** The pause is over: the dispatcher puts back the jobs it kept. */
-  onEnd: () => void;
+  /** The pause is over: the dispatcher puts back the jobs it kept. `ended` is the pause that ended. */
+  onEnd: (ended: PauseState | undefined) => void;
+  /**
+   * Whether this process may send the probe now. Several daemons sharing one quota pause (the
+   * JetStream backend) let one of them probe; the others look again an interval later, in case
+   * the prober left. @defaultValue always
+   */
+  mayProbe?: () => boolean;
 }
 
 export class Pause {
@@ -58,9 +64,9 @@ export class Pause {
    * Quota: probe every quota_retry_interval. Unreachable: probe after retry_base_ms, doubling
    * up to 30 s. A quota answer while unreachable turns the hold into a quota hold.
    */
-  start(reason: 'quota' | 'unreachable', detail: string): void {
+  start(reason: 'quota' | 'unreachable', detail: string, since = new Date(this.o.clock.now()).toISOString()): void {
     if (this.current?.reason === reason || (this.current?.reason === 'quota' && reason === 'unreachable')) return;
-    this.current = { reason, since: new Date(this.o.clock.now()).toISOString(), detail };
+    this.current = { reason, since, detail };
     this.failedProbes = 0;
     if (reason === 'quota') {
       this.o.logger.warn(
@@ -104,12 +110,13 @@ export class Pause {
   }
 
   end(): void {
+    const ended = this.current;
     this.current = undefined;
     this.due = false;
     this.probeId = undefined;
     this.timer?.cancel();
     this.timer = undefined;
-    this.o.onEnd();
+    this.o.onEnd(ended);
   }
 
   /** No probe is scheduled from now on. */
@@ -132,6 +139,7 @@ export class Pause {
     if (this.stopped) return;
     this.timer = this.o.clock.setTimer(this.probeDelayMs(), () => {
       this.timer = undefined;
+      if (this.o.mayProbe && !this.o.mayProbe()) return this.scheduleProbe();
       this.due = true;
       this.o.onProbeDue();
     });

@@ -269,6 +269,65 @@ describe('Dispatcher (fakes, fake clock)', () => {
     assert.equal(dispatcher.stats().paused, null);
   });
 
+  it('45009 with a service pause: announced to the other daemons; a daemon that is not the prober does not probe; the service ends it', async () => {
+    const calls: string[] = [];
+    let prober = false;
+    const servicePause = {
+      announce: (state: { reason: string }) => void calls.push(`announce ${state.reason}`),
+      clear: () => void calls.push('clear'),
+      isProber: () => prober,
+    };
+    const { clock, pool, dispatcher } = await setup(1, { quotaRetryIntervalMs: 60_000, servicePause }, jobs(1, 3));
+    pool.answer({ id: 1, kind: OutcomeKind.Quota, errcode: 45009 });
+    await settle();
+    assert.deepEqual(calls, ['announce quota']);
+    await clock.advance(60_000);
+    assert.equal(pool.inFlight, 0, 'another daemon probes');
+    prober = true; // the prober left: this one is the leader now
+    await clock.advance(60_000);
+    assert.deepEqual(running(pool), [1], 'it probes from the next interval on');
+    pool.answer({ id: 1, kind: OutcomeKind.Ok });
+    await settle();
+    assert.deepEqual(calls, ['announce quota', 'clear'], 'its answered probe resumes the service');
+    assert.equal(dispatcher.stats().paused, null);
+  });
+
+  it('pauseForService / resumeForService: a pause seen by another daemon holds this one, and ends without being told back', async () => {
+    const calls: string[] = [];
+    const servicePause = { announce: () => void calls.push('announce'), clear: () => void calls.push('clear'), isProber: () => false };
+    const { pool, dispatcher } = await setup(1, { quotaRetryIntervalMs: 60_000, servicePause }, jobs(1, 3));
+    pool.answer({ id: 1, kind: OutcomeKind.Ok });
+    dispatcher.pauseForService({ reason: 'quota', since: '2026-12-02T00:00:00.000Z', detail: 'seen elsewhere' });
+    await settle();
+    assert.equal(pool.inFlight, 0, 'nothing new goes');
+    assert.equal(dispatcher.stats().paused?.since, '2026-12-02T00:00:00.000Z');
+    dispatcher.resumeForService();
+    await settle();
+    assert.deepEqual(running(pool), [2]);
+    assert.deepEqual(calls, [], 'neither announced nor cleared back');
+    dispatcher.pauseForService({ reason: 'quota', since: '2026-12-02T00:00:00.000Z', detail: 'again' });
+    assert.equal(dispatcher.resume(), true);
+    assert.deepEqual(calls, ['clear'], '`resume` on this daemon resumes the service');
+  });
+
+  it('setRateLimit: a new share of the service-wide rate applies at once', async () => {
+    const { clock, pool, dispatcher } = await setup(100, { rateLimit: 10 }, jobs(1, 40));
+    const start = clock.now();
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(100);
+      pool.answerAll(OutcomeKind.Ok);
+    }
+    const before = pool.runs.reduce((n, r) => n + r.ids.length, 0);
+    dispatcher.setRateLimit(20);
+    for (let i = 0; i < 10; i++) {
+      await clock.advance(100);
+      pool.answerAll(OutcomeKind.Ok);
+    }
+    const after = pool.runs.reduce((n, r) => n + r.ids.length, 0) - before;
+    assert.ok(before >= 10 && before <= 12, `${before} in the first second at 10/s (from ${start})`);
+    assert.ok(after >= 19 && after <= 22, `${after} in the next second at 20/s`);
+  });
+
   it('unreachable: paused likewise, probing after retry_base_ms, doubling; a 45009 answer turns it into a quota pause', async () => {
     const { clock, pool, dispatcher } = await setup(1, { quotaRetryIntervalMs: 600_000 }, jobs(1, 2));
     pool.answer({ id: 1, kind: OutcomeKind.Unreachable, reason: 'connect ECONNREFUSED' });
