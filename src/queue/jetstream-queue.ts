@@ -53,6 +53,11 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   private maxReceived = 0;
   /** Enqueue times (ms) of the unacknowledged jobs this process appended or received, in about id order. */
   private readonly known = new Map<number, number>();
+  /**
+   * The jobs this process knows to be in the stream and not acknowledged: the stream's count at
+   * open, plus its own appends and the jobs other processes appended that reached it. Jobs other
+   * processes took and finished since open are not subtracted: `streamState()` asks the server.
+   */
   private depth: number;
   /** Jobs counted in `depth` at open that this process has not received yet, and the oldest one's time. */
   private openUnseen: number;
@@ -166,6 +171,18 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     }
   }
 
+  /**
+   * The stream as the server has it: every daemon's jobs, not only what this process counted
+   * (`stats()` is cheap and local; this asks the server).
+   */
+  async streamState(): Promise<{ depth: number; oldestEnqueuedAt: number | undefined; bytes: number }> {
+    if (this.closed) throw new QueueClosedError();
+    const jsm = await jetstreamManager(this.nc);
+    const state = (await jsm.streams.info(this.opts.stream)).state;
+    const first = state.first_ts ? Date.parse(state.first_ts) : NaN;
+    return { depth: state.messages, oldestEnqueuedAt: state.messages > 0 && Number.isFinite(first) ? first : undefined, bytes: state.bytes };
+  }
+
   /** The stream's name (for status lines). */
   get streamName(): string {
     return this.opts.stream;
@@ -219,9 +236,10 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
         await new Promise((r) => setTimeout(r, wait));
       }
     }
-    if (!ack.duplicate) {
+    // counted once, by whichever comes first: this PubAck or the job's delivery (receive())
+    if (!ack.duplicate && !this.known.has(ack.seq)) {
       this.depth++;
-      if (!this.known.has(ack.seq)) this.known.set(ack.seq, Date.now());
+      this.known.set(ack.seq, Date.now());
     }
     return ack.seq;
   }
@@ -382,7 +400,10 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     this.msgs.set(id, m);
     if (!this.known.has(id)) {
       this.known.set(id, Math.floor(Number(m.timestampNanos / 1_000_000n)));
+      // counted at open, or appended by another process of the service (counted now, so that
+      // depth - inFlight tells the dispatcher there is something to read)
       if (id <= this.openLastSeq && this.openUnseen > 0) this.openUnseen--;
+      else this.depth++;
     }
     this.ready.push(m);
     this.scheduleReadable();
