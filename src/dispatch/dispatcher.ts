@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import { OutcomeKind, type JobOutcome } from '../jobs/outcome.js';
 import type { DeadLetter } from './dead-letter.js';
-import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMessage, type JobQueue, type OutcomeObserver, type ServicePause, type Timer, type TokenSource, type WorkerPool } from './ports.js';
-import { Pause, type PauseState } from './pause.js';
+import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMessage, type JobQueue, type OutcomeObserver, type Timer, type TokenSource, type WorkerPool } from './ports.js';
+import { Pause, type PauseState, type ServicePause } from './pause.js';
 import { RateLimiter, RateMeter } from './rate.js';
 import { clientMessage, deadLetterOf, giveUp } from './settle.js';
 
@@ -102,7 +102,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly released = new Set<number>();
   /** Of `jobs`, those held in the queue until the pause ends (one at a time goes as a probe). */
   private readonly paused = new Set<number>();
-  private readonly retryTimers = new Set<Timer>();
   private pumping = false;
   /** Acks waiting for the observer. */
   private readonly acking = new Set<Promise<void>>();
@@ -167,7 +166,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       sent: this.sent,
       failed: this.failed,
       failedByErrcode: { ...this.failedByErrcode },
-      retriesPending: this.retryTimers.size + this.released.size + this.paused.size,
+      retriesPending: this.options.queue.stats().deferred + this.released.size + this.paused.size,
       running: this.options.pool.inFlight,
       tokenError: this.tokenError,
       paused:
@@ -259,9 +258,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (this.pause.blocking) return;
       // Jobs already taken that may go now: the released ones; during a pause, a kept one as the probe.
       const again = this.released.size + this.paused.size;
-      const room = pool.capacity * this.holdFactor - this.jobs.size;
-      if (pool.free === 0 || (again === 0 && room <= 0)) return;
       const waiting = queue.stats();
+      // jobs waiting out a retry delay count too: the file queue keeps them in memory meanwhile
+      const room = pool.capacity * this.holdFactor - this.jobs.size - waiting.deferred;
+      if (pool.free === 0 || (again === 0 && room <= 0)) return;
       if (again === 0 && waiting.depth - waiting.inFlight <= 0) return;
 
       let token: string;
@@ -306,7 +306,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         }
       }
       // read() hands out the released jobs first, so at most `room` new ones
-      const count = Math.min(permits, this.released.size + Math.max(0, pool.capacity * this.holdFactor - this.jobs.size));
+      const count = Math.min(permits, this.released.size + Math.max(0, pool.capacity * this.holdFactor - this.jobs.size - queue.stats().deferred));
       const batch: JobMessage[] = [];
       for (const record of count > 0 ? queue.read(count) : []) {
         const known = this.jobs.get(record.id);
@@ -316,7 +316,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
           batch.push(known.message);
         } else {
           const message: JobMessage = { id: record.id, payload: record.payload.toString('utf8') };
-          this.jobs.set(record.id, { message, attempts: 0, sends: 1, tokenRetried: false });
+          // a retried job comes back from the queue with its count of failed attempts
+          const attempts = record.deferrals ?? 0;
+          this.jobs.set(record.id, { message, attempts, sends: attempts + 1, tokenRetried: false });
           batch.push(message);
         }
       }
@@ -442,20 +444,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
   }
 
+  /**
+   * The job goes again after its backoff: the queue takes it back (JobQueue.defer: held and
+   * released by the file queue, a delayed redelivery with JetStream, possibly to another daemon)
+   * and hands it out again with its count of failed attempts (`deferrals`). Nothing of it stays
+   * here meanwhile. After stop() it is left as it is: it comes again after the next start.
+   */
   private scheduleRetry(job: TakenJob): void {
     const id = job.message.id;
-    this.holdJob(id);
+    this.jobs.delete(id);
     if (this.stopped) return;
     // Jitter spreads a burst of failures so they do not all come back at once.
     const delay = backoffDelay(job.attempts - 1, { baseMs: this.retryBaseMs, maxMs: this.retryCapMs }, this.random);
-    const timer = this.clock.setTimer(delay, () => {
-      this.retryTimers.delete(timer);
-      // a pause that began meanwhile keeps it until it ends
-      if (this.pause.state) this.paused.add(id);
-      else this.releaseJob(id);
-      this.pump();
-    });
-    this.retryTimers.add(timer);
+    this.options.queue.defer(id, delay);
   }
 
   /**
@@ -467,8 +468,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.tokenWait?.cancel();
     this.pause.stop();
     this.rateTimer?.cancel();
-    for (const t of this.retryTimers) t.cancel();
-    this.retryTimers.clear();
     const pool = this.options.pool;
     if (pool.inFlight > 0) await this.waitIdle(pool, timeoutMs);
     // the acks the observer holds back: the queue closes after this

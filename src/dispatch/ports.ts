@@ -7,7 +7,6 @@
  */
 
 import type { DeadLetter } from './dead-letter.js';
-import type { PauseState } from './pause.js';
 import type { JobOutcome } from '../jobs/outcome.js';
 
 export type { JobQueue, JobQueueEvents, JobQueueStats, QueueJob } from '../queue/job-queue.js';
@@ -55,21 +54,6 @@ export interface JobFate {
  */
 export interface OutcomeObserver {
   beforeAck(fates: readonly JobFate[]): Promise<void>;
-}
-
-/**
- * The quota pause of a whole service: several daemons taking jobs from one JetStream stream
- * spend one daily quota, so a 45009 seen by one of them holds them all (the daemon implements
- * this over cluster/shared-pause.ts). The dispatcher tells it what it saw; the daemon tells the
- * dispatcher what the others saw (`pauseForService`, `resumeForService`).
- */
-export interface ServicePause {
-  /** This daemon met the daily quota: pause the others too. */
-  announce(state: PauseState): void;
-  /** This daemon's quota pause ended (its probe was answered, or `resume`): resume the others too. */
-  clear(): void;
-  /** Whether this daemon sends the probes of a quota pause: one daemon of the service does. */
-  isProber(): boolean;
 }
 
 /** A scheduled callback; cancel() is a no-op once it ran. */

@@ -19,6 +19,7 @@ import { ReadAhead } from './read-ahead.js';
 import { loadQueue, type RecoveredQueue } from './recovery.js';
 import { SegmentWriter } from './segment-writer.js';
 import type { Segment, Segments } from './segments.js';
+import { Deferrals } from './deferrals.js';
 
 export type { FileQueueOptions, FsyncMode } from './options.js';
 export type { QueueJob } from './job-queue.js';
@@ -82,6 +83,7 @@ export class FileQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
   private readonly handedOut = new HandedOut();
   private readonly times: EnqueueTimes;
   private releaseSignalled = false;
+  private readonly deferrals = new Deferrals();
   /** No more appends or reads. */
   private closing = false;
   /** No more acks; fds are being or have been closed. */
@@ -178,6 +180,7 @@ export class FileQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
     this.handedOut.takeReleased(max, (id) => this.acks.isDone(id), out);
     this.reader.take(max - out.length, out);
     this.handedOut.record(out);
+    this.deferrals.annotate(out);
     return out;
   }
 
@@ -203,6 +206,21 @@ export class FileQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
     this.checkHandedOut('ack', id);
     if (!this.acks.ack(id)) return;
     this.handedOut.acked(id);
+    this.deferrals.forget(id);
+  }
+
+  /** See JobQueue.defer: held until `delayMs` has passed, then released (front of the line). */
+  defer(id: number, delayMs: number): void {
+    this.checkHandedOut('defer', id);
+    if (this.acks.isDone(id)) return;
+    this.deferrals.defer(
+      id,
+      delayMs,
+      () => this.hold(id),
+      () => {
+        if (!this.closing) this.release(id);
+      },
+    );
   }
 
   /** See JobQueue.hold: the job stays unacknowledged and is not handed out again until release(). */
@@ -237,6 +255,7 @@ export class FileQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
       depth,
       inFlight: this.handedOut.inFlight,
       held: this.handedOut.heldCount,
+      deferred: this.deferrals.pending,
       oldestEnqueuedAt: depth > 0 ? this.times.oldest(lwm) : undefined,
       segments: this.segments.count,
       bytes: this.segments.totalBytes,
@@ -273,6 +292,7 @@ export class FileQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
 
   private async doClose(): Promise<void> {
     this.closing = true;
+    this.deferrals.close();
     const readerStopped = this.reader.stop(); // no prefetch starts from now on
     await this.writer.drain();
     await readerStopped;

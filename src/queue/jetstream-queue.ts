@@ -34,6 +34,14 @@ export interface JetStreamAppendOptions {
   msgId?: string;
 }
 
+/** A delivered message as a job; a redelivery says how many deliveries came before it. */
+function jobOf(m: JsMsg): QueueJob {
+  const job: QueueJob = { id: m.seq, payload: Buffer.from(m.data) };
+  const before = m.info.deliveryCount - 1;
+  if (before > 0) job.deferrals = before;
+  return job;
+}
+
 function notFound(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
 }
@@ -47,6 +55,8 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   private released: number[] = [];
   private readonly handedOut = new Set<number>();
   private readonly held = new Set<number>();
+  /** Jobs nak'ed with a delay that has not passed yet (for stats). */
+  private deferredCount = 0;
   /** The highest id ever handed out: an unknown id at or below it was acknowledged (ack and hold ignore it). */
   private maxHandedOut = 0;
   /** The highest id this process received from the consumer. */
@@ -252,14 +262,14 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
       const id = this.released.shift()!;
       const m = this.msgs.get(id)!;
       this.handedOut.add(id);
-      out.push({ id, payload: Buffer.from(m.data) });
+      out.push(jobOf(m));
     }
     while (out.length < max && this.ready.length > 0) {
       const m = this.ready.shift()!;
       const id = m.seq;
       this.handedOut.add(id);
       if (id > this.maxHandedOut) this.maxHandedOut = id;
-      out.push({ id, payload: Buffer.from(m.data) });
+      out.push(jobOf(m));
     }
     if (this.wakePump && this.ready.length < this.opts.prefetch) this.wakePump();
     return out;
@@ -306,8 +316,31 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     if (this.msgs.has(id) || id > this.maxHandedOut || !(id > 0)) throw new RangeError(`release(${id}): job not handed out`);
   }
 
+  /**
+   * A delayed redelivery: nak(delay) hands the job back to the server, which delivers it again
+   * after `delayMs` to whichever daemon of the service fetches then. Nothing is held meanwhile.
+   */
+  defer(id: number, delayMs: number): void {
+    if (this.closed) throw new QueueClosedError();
+    if (!(delayMs >= 0)) throw new RangeError(`defer(${id}, ${delayMs}): the delay must be a number >= 0`);
+    const m = this.msgs.get(id);
+    if (m && (this.handedOut.has(id) || this.removeReleased(id))) {
+      m.nak(Math.round(delayMs));
+      this.msgs.delete(id);
+      this.handedOut.delete(id);
+      this.held.delete(id);
+      this.known.delete(id);
+      // no longer this process's: it is counted again by whichever process receives it
+      this.depth--;
+      this.deferredCount++;
+      setTimeout(() => this.deferredCount--, delayMs).unref();
+      return;
+    }
+    if (m || id > this.maxHandedOut || !(id > 0)) throw new RangeError(`defer(${id}): job not handed out`);
+  }
+
   stats(): JobQueueStats {
-    const s: JobQueueStats = { depth: this.depth, inFlight: this.handedOut.size, held: this.held.size };
+    const s: JobQueueStats = { depth: this.depth, inFlight: this.handedOut.size, held: this.held.size, deferred: this.deferredCount };
     if (this.depth > 0) {
       let oldest: number | undefined;
       for (const t of this.known.values()) {

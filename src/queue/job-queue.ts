@@ -21,6 +21,13 @@ export interface QueueJob {
   id: number;
   /** The bytes given to append(); the consumer may keep them. */
   payload: Buffer;
+  /**
+   * How many times the job was deferred (defer()) before this hand-out: the consumer's count of
+   * failed attempts, carried by the queue because the job may come back to another process.
+   * Absent for a job never deferred. (JetStream counts deliveries: a job handed back when a
+   * daemon stopped counts one too.)
+   */
+  deferrals?: number;
 }
 
 export interface JobQueueStats {
@@ -30,6 +37,8 @@ export interface JobQueueStats {
   inFlight: number;
   /** Of `inFlight`, the jobs kept aside with hold(). */
   held: number;
+  /** Jobs this process deferred (defer()) whose delay has not passed yet. */
+  deferred: number;
   /**
    * When the oldest unacknowledged job was appended (ms since epoch); undefined when `depth`
    * is 0. Its age is what an operator watches; the resolution is up to the implementation.
@@ -98,6 +107,16 @@ export interface JobQueue {
    * Throws RangeError for a job that is not handed out.
    */
   release(id: number): void;
+
+  /**
+   * The handed-out job `id` failed and goes again no sooner than `delayMs` from now (a retry
+   * after a backoff). The consumer lets go of it: the queue hands it out again when the delay
+   * has passed — to this process, or with JetStream to any daemon of the service (a delayed
+   * redelivery, no slot held meanwhile) — with `deferrals` one higher. Not acknowledged, so it
+   * survives a restart. Deferring an acknowledged job does nothing. Throws RangeError for a job
+   * that is not handed out, or a negative delay.
+   */
+  defer(id: number, delayMs: number): void;
 
   /** Cheap counters (no I/O). */
   stats(): JobQueueStats;

@@ -31,7 +31,7 @@ interface Setup {
 
 async function setup(capacity: number, options: Partial<DispatcherOptions> = {}, queued: Buffer[] = []): Promise<Setup> {
   const clock = new FakeClock();
-  const queue = new FakeQueue(() => clock.now());
+  const queue = new FakeQueue(() => clock.now(), (ms, cb) => clock.setTimer(ms, cb));
   const pool = new FakePool(capacity, clock);
   const tokens = new FakeTokens();
   const deadLetters = new FakeDeadLetters();
@@ -203,7 +203,7 @@ describe('Dispatcher (fakes, fake clock)', () => {
     queue.add(...jobs(1, 3));
     await settle();
     assert.equal(pool.runs.length, 0);
-    assert.deepEqual(queue.stats(), { depth: 3, inFlight: 0, held: 0, oldestEnqueuedAt: clock.now() }, 'no job spent');
+    assert.deepEqual(queue.stats(), { depth: 3, inFlight: 0, held: 0, deferred: 0, oldestEnqueuedAt: clock.now() }, 'no job spent');
     const paused = dispatcher.stats().paused;
     assert.equal(paused?.reason, 'token');
     assert.equal(paused?.since, new Date(clock.now()).toISOString());
@@ -258,10 +258,11 @@ describe('Dispatcher (fakes, fake clock)', () => {
     assert.equal(dispatcher.resume(), false, 'nothing to resume');
     pool.answer({ id: 1, kind: OutcomeKind.Retry, errcode: -1 }, { id: 2, kind: OutcomeKind.Quota, errcode: 45009 });
     await settle();
+    assert.equal(dispatcher.stats().retriesPending, 2, 'job 1 deferred, job 2 kept by the pause');
     await clock.advance(750); // job 1's retry delay
     assert.equal(pool.inFlight, 0, 'paused: the retried job waits too');
-    assert.ok(queue.isHeld(1) && queue.isHeld(2));
-    assert.equal(dispatcher.stats().retriesPending, 2);
+    assert.ok(!queue.isHeld(1) && queue.isHeld(2), 'job 1 back in the queue, not read during the pause; job 2 kept');
+    assert.equal(dispatcher.stats().retriesPending, 1);
     assert.equal(dispatcher.resume(), true);
     await settle();
     assert.deepEqual(running(pool), [1, 2], 'at once, in queue order');
@@ -371,14 +372,15 @@ describe('Dispatcher (fakes, fake clock)', () => {
     let stopped = false;
     const stopping = dispatcher.stop(5000).then(() => (stopped = true));
     await settle();
-    assert.deepEqual(clock.pending(), [5000], "job 1's retry timer is cancelled");
+    assert.deepEqual(clock.pending(), [750, 5000], "job 1's retry delay is the queue's (closing it ends it), and the stop's timeout");
     pool.answer({ id: 2, kind: OutcomeKind.Ok });
     await settle();
     assert.equal(stopped, false, 'job 3 still runs');
     assert.deepEqual(running(pool), [3], 'nothing new is sent');
     pool.answer({ id: 3, kind: OutcomeKind.Retry, errcode: -1 });
     await stopping;
-    assert.deepEqual(clock.pending(), [], 'a retry after stop() sets no timer');
+    assert.deepEqual(clock.pending(), [750], 'a retry after stop() is not deferred: it comes again after the next start');
+    assert.ok(!queue.calls.includes('defer 3 750'));
     assert.deepEqual(queue.calls.filter((c) => c.startsWith('ack')), ['ack 2']);
     assert.equal(queue.stats().depth, 4, 'jobs 1, 3, 4, 5 stay queued for the next start');
 

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import { QueueClosedError } from '../../src/errors.js';
 import { OutcomeKind, type JobOutcome } from '../../src/jobs/outcome.js';
 import type { DeadLetter } from '../../src/dispatch/dead-letter.js';
+import { Deferrals, type SetTimer } from '../../src/queue/deferrals.js';
 import type {
   Clock,
   DeadLetterSink,
@@ -98,8 +99,15 @@ export class FakeQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
   /** Every call of hold/release/ack, in order, for the tests to read. */
   readonly calls: string[] = [];
 
-  constructor(private readonly now: () => number = Date.now) {
+  private readonly deferrals: Deferrals;
+
+  /** `setTimer`: what defer() waits with (the FakeClock's, so that a test advances it). */
+  constructor(
+    private readonly now: () => number = Date.now,
+    setTimer?: SetTimer,
+  ) {
     super();
+    this.deferrals = new Deferrals(setTimer);
   }
 
   /** Appends at once (what append() does, without the promise). */
@@ -141,6 +149,7 @@ export class FakeQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
       this.out.add(id);
       jobs.push({ id, payload: job.payload });
     }
+    this.deferrals.annotate(jobs);
     return jobs;
   }
 
@@ -151,6 +160,21 @@ export class FakeQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
     this.out.delete(id);
     this.heldIds.delete(id);
     this.releasedIds.delete(id);
+    this.deferrals.forget(id);
+  }
+
+  defer(id: number, delayMs: number): void {
+    this.check(id);
+    this.calls.push(`defer ${id} ${delayMs}`);
+    if (!this.stored.has(id)) return;
+    this.deferrals.defer(
+      id,
+      delayMs,
+      () => this.hold(id),
+      () => {
+        if (!this.closed) this.release(id);
+      },
+    );
   }
 
   hold(id: number): void {
@@ -189,11 +213,12 @@ export class FakeQueue extends EventEmitter<JobQueueEvents> implements JobQueue 
   stats(): JobQueueStats {
     let oldest: number | undefined;
     for (const { at } of this.stored.values()) if (oldest === undefined || at < oldest) oldest = at;
-    return { depth: this.stored.size, inFlight: this.out.size, held: this.heldIds.size, oldestEnqueuedAt: oldest };
+    return { depth: this.stored.size, inFlight: this.out.size, held: this.heldIds.size, deferred: this.deferrals.pending, oldestEnqueuedAt: oldest };
   }
 
   close(): Promise<void> {
     this.closed = true;
+    this.deferrals.close();
     return Promise.resolve();
   }
 

@@ -135,6 +135,32 @@ export function jobQueueContract(name: string, open: () => Promise<JobQueue>, op
       assert.equal(q.stats().inFlight, 5);
     });
 
+    it('defer hands the job out again once its delay passed, counting its deferrals; an ack ends it', T, async () => {
+      const q = await fresh();
+      const [j1, j2] = await q.appendMany([b('1'), b('2')]);
+      assert.deepEqual(ids(await readN(q, 2)), [j1, j2]);
+      const deferredAt = Date.now();
+      q.defer(j1!, 300);
+      assert.equal(q.stats().deferred, 1);
+      assert.deepEqual(q.read(10), [], 'not before its delay');
+      const [again] = await readN(q, 1);
+      assert.equal(again!.id, j1);
+      assert.equal(text([again!])[0], '1', 'payload intact');
+      assert.equal(again!.deferrals, 1);
+      assert.ok(Date.now() - deferredAt >= 250, `back after ${Date.now() - deferredAt} ms`);
+      assert.equal(q.stats().deferred, 0);
+      q.defer(j1!, 50);
+      const [third] = await readN(q, 1);
+      assert.equal(third!.deferrals, 2, 'counted again');
+      q.ack(j1!);
+      q.ack(j2!);
+      assert.equal(q.stats().depth, 0);
+      q.defer(j1!, 10); // an acknowledged job: nothing
+      await new Promise((r) => setTimeout(r, 60));
+      assert.deepEqual(q.read(10), []);
+      assert.throws(() => q.defer(999_999, 10), RangeError);
+    });
+
     it('a held or released job can be acknowledged; hold and release check the id', T, async () => {
       const q = await fresh();
       const [j1, j2, j3] = await q.appendMany([b('1'), b('2'), b('3')]);

@@ -137,7 +137,7 @@ if (!available) {
       assert.ok(s.oldestEnqueuedAt !== undefined && s.oldestEnqueuedAt >= before - 1000 && s.oldestEnqueuedAt <= Date.now());
       q.ack(j1!);
       q.ack(j2!);
-      assert.deepEqual(q.stats(), { depth: 0, inFlight: 0, held: 0 });
+      assert.deepEqual(q.stats(), { depth: 0, inFlight: 0, held: 0, deferred: 0 });
     });
 
     it('on a 3-node cluster with replicas 3: appends survive a killed node (retried with the same msgId)', { timeout: 60_000 }, async () => {
