@@ -216,8 +216,21 @@ function formatStatus(s: DaemonStatus): string {
     `  message ledger:   ${s.ledger ? `${s.ledger.backlog} changes not in the database yet${s.ledger.error ? `; ERROR: ${s.ledger.error}` : ''}` : 'off'}`,
     `  receipts:         ${callbackLine(s.callback)}`,
     `  webhook:          ${webhookLine(s.webhook)}`,
+    ...serviceLines(s.service),
   ];
   return lines.join('\n');
+}
+
+/** The JetStream backend's service: its live daemons, the shared pause and rate. */
+function serviceLines(svc: DaemonStatus['service']): string[] {
+  if (!svc) return [];
+  const rate = svc.rateLimit === 0 ? 'unlimited' : `${svc.rateLimit}/s for the service, ${svc.rateShare}/s here`;
+  return [
+    `  service:          ${svc.members.length} daemon(s); rate ${rate}; ${svc.pause ? `PAUSED (${svc.pause.reason}) since ${svc.pause.since} by ${svc.pause.by}` : 'not paused'}`,
+    ...svc.members.map(
+      (m) => `    ${m.id === svc.self ? '*' : '-'} ${m.id}  ${m.host} pid ${m.pid}  ${m.addresses.join(', ')}  up ${m.uptimeSeconds} s  ${m.sendRate}/s`,
+    ),
+  ];
 }
 
 function callbackLine(c: DaemonStatus['callback']): string {

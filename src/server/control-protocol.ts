@@ -49,6 +49,20 @@ export interface DaemonStatus {
   callback: ReceiptsStatus['callback'];
   /** The webhook's outbox and last delivery; null with `[receipt] webhook_url` empty. */
   webhook: ReceiptsStatus['webhook'];
+  /** The daemons of the service, its shared pause and rate (JetStream backend); null with the file queue. */
+  service?: ServiceStatus | null;
+}
+
+/** What `status` says about the service (JetStream backend). */
+export interface ServiceStatus {
+  /** This daemon's member id. */
+  self: string;
+  members: Array<{ id: string; host: string; pid: number; addresses: string[]; uptimeSeconds: number; sendRate: number }>;
+  /** The quota pause shared by the service, and which daemon announced it. */
+  pause: (PauseState & { by: string }) | null;
+  /** `[wechat] rate_limit` for the whole service, and this daemon's share of it (0 = unlimited). */
+  rateLimit: number;
+  rateShare: number;
 }
 
 /** The answer to `queue` (and `status.queue`); the CLI computes the same from the files when the daemon is stopped. */

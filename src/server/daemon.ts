@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -7,6 +8,8 @@ import { deadLetterFile, runningPid } from '../config/service-files.js';
 import type { JobQueue } from '../queue/index.js';
 import { openJobQueue, type OpenedQueue } from './queue-link.js';
 import { WechatClient, TokenManager } from '../wechat/index.js';
+import type { TokenSource } from '../dispatch/ports.js';
+import { ServiceLink } from './service-link.js';
 import { TaskPool } from '../workers/pool.js';
 import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
 import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
@@ -46,8 +49,11 @@ export class Daemon implements RequestHandler {
   private readonly startedAt = Date.now();
   private readonly ids = new ClientMsgIdGenerator();
   private readonly replies = new Map<string, Reply>();
-  private readonly replyPrefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
+  /** Send reply keys are `<member>.<n>`: with the JetStream backend, the member whose client waits. */
+  private replyPrefix = '';
   private replySeq = 0;
+  /** With `[queue] backend = jetstream`: the other daemons of the service. */
+  private link: ServiceLink | undefined;
   private addresses: ListenAddress[] = [];
   private stopping: Promise<{ leftQueued: number }> | undefined;
   /** The message ledger, for `query` and `msg show|list`; undefined with `[ledger] enabled = 0`. */
@@ -66,7 +72,7 @@ export class Daemon implements RequestHandler {
     private readonly queueLink: OpenedQueue,
     private readonly deadLetters: DeadLetterLog,
     private readonly tokenClient: WechatClient,
-    private readonly tokens: TokenManager,
+    private readonly tokens: TokenSource & { readonly tokenAgeMs: number | undefined; readonly fetches: number },
     private readonly pool: TaskPool,
     private readonly dispatcher: Dispatcher,
     private readonly server: MegaServer,
@@ -141,13 +147,24 @@ export class Daemon implements RequestHandler {
 
     const tokenClient = new WechatClient({ apiBase: config.wechat.apiBase, timeoutMs: config.wechat.timeoutMs, connections: 2 });
     cleanups.push(() => tokenClient.close());
-    const tokens = new TokenManager({
+    const tokenOptions = {
       client: tokenClient,
       appId: config.wechat.appId,
       appSecret: config.wechat.appSecret,
       endpoint: config.wechat.tokenEndpoint,
       logger,
-    });
+    };
+    // unique per run: a restarted daemon is a new member of its service
+    const member = `${process.pid.toString(36)}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    const link =
+      config.queue.backend === 'jetstream'
+        ? await step('service (JetStream)', async () => {
+            const l = await ServiceLink.open(config, logger, member, tokenOptions);
+            cleanups.push(() => l.close());
+            return l;
+          })
+        : undefined;
+    const tokens = link ? link.tokens : new TokenManager(tokenOptions);
 
     const pool = new TaskPool({
       size: config.setting.taskWorkerNum,
@@ -176,6 +193,7 @@ export class Daemon implements RequestHandler {
       quotaRetryIntervalMs: config.wechat.quotaRetryInterval * 1000,
       isAwaited: (replyKey) => daemon?.isAwaited(replyKey) ?? false,
       observer: ledger ? new LedgerObserver(ledger, firstId) : undefined,
+      servicePause: link?.servicePause,
     });
 
     const handler: RequestHandler = {
@@ -225,7 +243,29 @@ export class Daemon implements RequestHandler {
     daemon.ledger = ledger;
     daemon.callback = callback;
     daemon.webhook = webhook;
+    daemon.link = link;
+    daemon.replyPrefix = `${member}.`;
     dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
+    if (link) {
+      const d = daemon;
+      await step('joining the service', () =>
+        link.join(
+          addresses.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)),
+          dispatcher,
+          {
+            tset: async (key) => {
+              try {
+                await d.tsetHere(key);
+                return { member, ok: true };
+              } catch (err) {
+                return { member, ok: false, error: err instanceof Error ? err.message : String(err) };
+              }
+            },
+            settle: (replyKey, code, message) => d.answer(replyKey, code, message),
+          },
+        ),
+      );
+    }
     dispatcher.start();
     logger.info(
       {
@@ -289,19 +329,68 @@ export class Daemon implements RequestHandler {
     return () => this.replies.delete(replyKey);
   }
 
+  /** The daemon whose client sent the Send with this reply key. */
+  private ownerOf(replyKey: string): string {
+    return replyKey.slice(0, replyKey.lastIndexOf('.'));
+  }
+
+  /**
+   * Whether a client still waits for this Send: here, or (JetStream backend) at the live daemon
+   * that received it. A failed Send nobody waits for is dead-lettered like a Push.
+   */
   private isAwaited(replyKey: string): boolean {
-    return this.replies.has(replyKey);
+    if (this.replies.has(replyKey)) return true;
+    const owner = this.ownerOf(replyKey);
+    return this.link !== undefined && owner !== this.link.member && this.link.isMember(owner);
+  }
+
+  /** Answers this daemon's client waiting for `replyKey`; false when none waits. */
+  private answer(replyKey: string, code: number, message: string): boolean {
+    const reply = this.replies.get(replyKey);
+    if (!reply) return false;
+    this.replies.delete(replyKey);
+    reply(code, message);
+    return true;
   }
 
   private settle({ outcome, message }: Settlement): void {
     if (!outcome.replyKey) return;
-    const reply = this.replies.get(outcome.replyKey);
-    if (!reply) return;
-    this.replies.delete(outcome.replyKey);
-    reply(outcome.kind === OutcomeKind.Ok ? ResultCode.OK : ResultCode.BAD_REQUEST, message);
+    const code = outcome.kind === OutcomeKind.Ok ? ResultCode.OK : ResultCode.BAD_REQUEST;
+    if (this.answer(outcome.replyKey, code, message)) return;
+    const owner = this.ownerOf(outcome.replyKey);
+    if (!this.link || owner === this.link.member) return;
+    // delivered here from the shared queue: the answer goes to the daemon whose client waits
+    void this.link.settleRemote(owner, outcome.replyKey, code, message).then((taken) => {
+      if (!taken) {
+        this.logger.warn(
+          { owner, msgid: outcome.msgid, errcode: outcome.errcode },
+          "a Send's answer found no waiting client at the daemon that received it (gone, or its client left); its fate is in the ledger",
+        );
+      }
+    });
   }
 
+  /**
+   * TSet: loaded here, then (JetStream backend) on every other live daemon of the service. 200
+   * once all of them have it; 503 naming those that did not (loaded here all the same).
+   */
   async tset(key: string): Promise<{ code: number; message: string }> {
+    try {
+      await this.tsetHere(key);
+    } catch (err) {
+      // a row deleted from the table: the other daemons drop the template too
+      if (err instanceof TemplateNotFoundError && err.dropped) await this.link?.tsetOthers(key);
+      throw err;
+    }
+    const missed = (await this.link?.tsetOthers(key)) ?? [];
+    if (missed.length === 0) return { code: ResultCode.OK, message: '' };
+    const list = missed.map((m) => `${m.member} (${m.error ?? 'failed'})`).join(', ');
+    this.logger.warn({ key, missed: list }, 'tset: not every daemon of the service loaded the template');
+    return { code: ResultCode.UNAVAILABLE, message: `loaded here but not on: ${list}` };
+  }
+
+  /** TSet on this daemon alone. @throws TemplateNotFoundError and the store's errors */
+  async tsetHere(key: string): Promise<void> {
     let loaded: Awaited<ReturnType<TemplateCache['tset']>>;
     try {
       loaded = await this.cache.tset(key);
@@ -317,7 +406,6 @@ export class Daemon implements RequestHandler {
     // Posted before the answer, so every job dispatched after the client sees 200 uses it.
     this.pool.updateTemplates([template]);
     this.logger.info({ key, created }, 'template loaded by tset');
-    return { code: ResultCode.OK, message: '' };
   }
 
   /**
@@ -380,7 +468,7 @@ export class Daemon implements RequestHandler {
       connections: this.server.connectionCount,
       templates: this.cache.size,
       workers: this.pool.threads,
-      queue: this.queueLink.summary(),
+      queue: await this.queueLink.summary(),
       sent: d.sent,
       failed: d.failed,
       failedByErrcode: d.failedByErrcode,
@@ -396,6 +484,7 @@ export class Daemon implements RequestHandler {
       },
       ledger: this.ledger?.status() ?? null,
       ...receiptsStatus(this.callback, this.webhook),
+      service: this.link?.status() ?? null,
     };
   }
 
@@ -421,7 +510,7 @@ export class Daemon implements RequestHandler {
     return result;
   }
 
-  queueSummary(): QueueSummary {
+  queueSummary(): Promise<QueueSummary> {
     return this.queueLink.summary();
   }
 
@@ -447,6 +536,8 @@ export class Daemon implements RequestHandler {
     await this.callback?.close();
     await this.dispatcher.stop(this.config.server.shutdownTimeout * 1000);
     await this.server.close();
+    // leaves the service: the others re-share the rate, TSet stops waiting for this daemon
+    await this.link?.close();
     await this.pool.close();
     // Every job not acknowledged by now is handed out again at the next start.
     const leftQueued = this.queue.stats().depth;

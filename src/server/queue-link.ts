@@ -17,8 +17,8 @@ export interface OpenedQueue {
    * none is assumed to be this process's own.
    */
   firstId: number;
-  /** `queue` and `status.queue`. */
-  summary(): QueueSummary;
+  /** `queue` and `status.queue`: with JetStream, the stream's depth and oldest job (the whole service's). */
+  summary(): Promise<QueueSummary>;
 }
 
 /** The NATS servers, credentials and TLS of `[jetstream]`. */
@@ -52,9 +52,18 @@ export async function openJobQueue(config: MegaConfig, logger: Logger): Promise<
     return {
       queue,
       firstId: Number.MAX_SAFE_INTEGER,
-      summary: () => ({ backend: 'jetstream', stream: queue.streamName, ...queueSummary(queue.stats()) }),
+      summary: async () => {
+        const local = queue.stats();
+        const here = { backend: 'jetstream' as const, stream: queue.streamName, ...queueSummary(local) };
+        try {
+          const s = await Promise.race([queue.streamState(), new Promise<never>((_, reject) => setTimeout(reject, 2000, new Error('timeout')).unref())]);
+          return { ...here, ...queueSummary({ ...local, depth: s.depth, oldestEnqueuedAt: s.oldestEnqueuedAt, bytes: s.bytes }) };
+        } catch {
+          return here; // the server did not answer: this process's own count
+        }
+      },
     };
   }
   const queue = await FileQueue.open({ ...queueOptions(config), logger });
-  return { queue, firstId: queue.stats().nextId, summary: () => ({ backend: 'file', ...queueSummary(queue.stats()) }) };
+  return { queue, firstId: queue.stats().nextId, summary: async () => ({ backend: 'file', ...queueSummary(queue.stats()) }) };
 }
