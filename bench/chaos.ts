@@ -37,6 +37,7 @@
  *   --out FILE       where to write the Markdown (default bench/results/chaos-<date>.md)
  *   --no-write       print only
  *   --keep           keep the temporary folder (always kept when the check fails)
+ *   --cluster        a service of three daemons on a 3-node NATS cluster instead (bench/chaos-cluster.ts)
  */
 import { parseArgs } from 'node:util';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -856,7 +857,9 @@ function renderReport(r: ReportInput): string {
 }
 
 try {
-  process.exitCode = await main();
+  // `--cluster`: three daemons of one service on a NATS cluster (bench/chaos-cluster.ts)
+  const argv = process.argv.slice(2);
+  process.exitCode = argv.includes('--cluster') ? await (await import('./chaos-cluster.js')).mainCluster(argv.filter((a) => a !== '--cluster')) : await main();
 } catch (err) {
   // bad options
   process.stderr.write(`chaos: ${err instanceof Error ? err.message : String(err)}\n`);
