@@ -9,7 +9,9 @@
  * Options:
  *   --quick              1 run per figure, shorter measurements, 200,000 queued jobs
  *   --runs N             runs per figure (default 3; each figure is the median)
- *   --only LIST          comma-separated subset of: ingest,e2e,send,backlog,receipts
+ *   --only LIST          comma-separated subset of: ingest,e2e,send,backlog,receipts; also jetstream (not by
+ *                        default; its own NATS servers and report, bench/jetstream.ts)
+ *   --js-daemons LIST    jetstream: daemons per service (default 1,2,3); --js-replicas LIST: 1,3
  *   --messages N         end-to-end messages per run (default 20000)
  *   --e2e-warmup N       end to end: messages sent first, untimed, by the daemon and the bare loop (default 2000)
  *   --jobs N             queued jobs for the start-up / RSS figure (default 1000000)
@@ -62,6 +64,7 @@ import {
   type SendRun,
   type Settings,
 } from './scenarios.js';
+import { jetstreamBench } from './jetstream.js';
 import { receiptsRun, type CallbackMode, type ReceiptStore, type ReceiptsRun } from './receipts.js';
 import { renderReport, type BenchResults } from './report.js';
 import { mysqlAvailable, mysqlTestTarget } from '../test/helpers/mysql.js';
@@ -127,12 +130,14 @@ async function main(): Promise<void> {
       'callback-paced-ms': { type: 'string' },
       'callback-modes': { type: 'string' },
       'receipt-stores': { type: 'string' },
+      'js-daemons': { type: 'string' },
+      'js-replicas': { type: 'string' },
     },
   });
   const quick = values.quick === true;
   const runs = intOpt('runs', values.runs, quick ? 1 : 3);
   const only = new Set((values.only ?? 'ingest,e2e,send,backlog,receipts').split(',').map((s) => s.trim()));
-  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog', 'receipts'].includes(o)) throw new Error(`--only: unknown part ${o}`);
+  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog', 'receipts', 'jetstream'].includes(o)) throw new Error(`--only: unknown part ${o}`);
   const listOpt = <T extends string>(name: string, v: string | undefined, all: readonly T[]): T[] => {
     const xs = (v ?? all.join(',')).split(',').map((x) => x.trim());
     for (const x of xs) if (!all.includes(x as T)) throw new Error(`--${name}: unknown ${x} (one of ${all.join(', ')})`);
@@ -196,6 +201,11 @@ async function main(): Promise<void> {
   };
   log(`mega-wechat bench: ${runs} run(s) per figure; ${results.machine.cores} cores, node ${process.version}; fdatasync ${results.fdatasyncMs.toFixed(2)} ms`);
 
+  if (only.delete('jetstream')) {
+    const out = only.size === 0 ? values.out : undefined;
+    await jetstreamBench({ values, settings, machine: results.machine, fdatasyncMs: results.fdatasyncMs, backgroundCpu: background, startedAt, out, write: values['no-write'] !== true });
+    if (only.size === 0) return;
+  }
   const sim = await startSimulator(0);
   try {
     if (only.has('ingest')) {
