@@ -1,9 +1,13 @@
 import type { MegaConfig } from '../config/config.js';
 import { deadLetterFile, queueOptions, runningPid } from '../config/service-files.js';
 import { FileQueue, JetStreamQueue } from '../queue/index.js';
-import { defaultStreamName } from '../queue/jetstream-options.js';
+import { defaultStreamName, natsConnectOptions, natsSafeName, resolveJetStreamOptions } from '../queue/jetstream-options.js';
 import { jetStreamQueueOptions } from '../server/queue-link.js';
-import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
+import { connect } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { JetStreamDeadLetters } from '../cluster/dead-letters.js';
+import type { DeadLetter, DeadLetterStore } from '../dispatch/dead-letter.js';
+import { DeadLetterLog } from '../dispatch/dead-letter.js';
 import { controlRequest } from '../server/control.js';
 import { queueSummary, type AnswerOf, type ControlRequest, type DeadLetterSelector, type QueueSummary } from '../server/control-protocol.js';
 import { CliFailure } from './failure.js';
@@ -82,12 +86,41 @@ export async function queueInfo(name: string, options: CommonOptions): Promise<v
   );
 }
 
+/**
+ * The dead letters while this daemon is stopped: its file, or with JetStream the service's stream
+ * (other daemons may be running); `append` queues a job record again the same way.
+ */
+async function withStoppedDeadLetters<T>(config: MegaConfig, fn: (store: DeadLetterStore, append: (job: Buffer) => Promise<unknown>) => Promise<T>): Promise<T> {
+  if (config.queue.backend !== 'jetstream') {
+    const log = new DeadLetterLog(deadLetterFile(config));
+    try {
+      return await withStoppedQueue(config, (q) => fn(log, (p) => q.append(p)));
+    } finally {
+      log.close();
+    }
+  }
+  const options = resolveJetStreamOptions(jetStreamQueueOptions(config));
+  let nc;
+  try {
+    nc = await connect({ ...natsConnectOptions(options.servers, `mega-${options.name}-cli`, options.credentials), maxReconnectAttempts: 0 });
+  } catch (err) {
+    throw new CliFailure(`cannot reach JetStream at ${options.servers.join(', ')}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  try {
+    const store = await JetStreamDeadLetters.open<DeadLetter>({ nc, name: natsSafeName(config.name), stream: options.stream, replicas: options.replicas });
+    const js = jetstream(nc);
+    return await fn(store, (p) => js.publish(options.subject, p, { timeout: options.publishTimeoutMs }));
+  } finally {
+    await nc.close();
+  }
+}
+
 export async function dlqList(name: string, options: CommonOptions): Promise<void> {
   const config = loadServiceConfig(name, options.configDir);
   const entries =
     runningPid(config.server.pidFile) !== undefined
       ? await daemonCall(config, { cmd: 'dlq-list' })
-      : new DeadLetterLog(deadLetterFile(config)).list();
+      : await withStoppedDeadLetters(config, async (store) => store.list());
   if (options.json) return say(JSON.stringify(entries, null, 2));
   if (entries.length === 0) return say('no dead letters');
   say(['id', 'time', 'openid', 'key', 'errcode', 'attempts', 'errmsg'].join('\t'));
@@ -109,7 +142,7 @@ export async function dlqRetry(name: string, id: string | undefined, options: Co
   const result =
     runningPid(config.server.pidFile) !== undefined
       ? await daemonCall(config, { cmd: 'dlq-retry', selector })
-      : await withStoppedQueue(config, (q) => retryDeadLetters(new DeadLetterLog(deadLetterFile(config)), (p) => q.append(p), selector));
+      : await withStoppedDeadLetters(config, (store, append) => store.retry(selector, append));
   say(`${result.retried.length} dead letter(s) queued again`);
   if (result.missing.length > 0) throw new CliFailure(`no dead letter with id ${result.missing.join(', ')}`);
 }

@@ -74,10 +74,25 @@ export class DeadLetterLog {
     renameSync(tmp, this.file);
   }
 
+  /** See retryDeadLetters. */
+  retry(selector: DeadLetterSelector, append: (payload: Buffer) => Promise<unknown>): Promise<{ retried: DeadLetter[]; missing: number[] }> {
+    return retryDeadLetters(this, append, selector);
+  }
+
   close(): void {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/**
+ * Where a daemon keeps its dead letters: the file log (DeadLetterLog), or with the JetStream
+ * backend the service's dead-letter stream (cluster/dead-letters.ts), shared by every daemon.
+ */
+export interface DeadLetterStore {
+  append(entries: DeadLetter[]): void | Promise<void>;
+  list(): DeadLetter[] | Promise<DeadLetter[]>;
+  retry(selector: DeadLetterSelector, append: (payload: Buffer) => Promise<unknown>): Promise<{ retried: DeadLetter[]; missing: number[] }>;
 }
 
 /** Which dead letters `retry` takes: all of them, or those with the given queue job ids. */
@@ -90,7 +105,7 @@ export type DeadLetterSelector = { all: true } | { ids: number[] };
  */
 export async function retryDeadLetters(
   log: DeadLetterLog,
-  append: (payload: Buffer) => Promise<number>,
+  append: (payload: Buffer) => Promise<unknown>,
   selector: DeadLetterSelector,
 ): Promise<{ retried: DeadLetter[]; missing: number[] }> {
   const entries = log.list();

@@ -380,9 +380,38 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       const awaited = outcome.replyKey !== undefined && (this.options.isAwaited?.(outcome.replyKey) ?? false);
       if (outcome.kind === OutcomeKind.Failed && !awaited) dead.push(deadLetterOf(outcome, job.message.payload, job.sends, this.clock.now()));
     }
+    // The dead-letter sink is synchronous for the file log, asynchronous for JetStream's stream:
+    // either way nothing is acknowledged before the failures are recorded.
+    let recording: void | Promise<void>;
     try {
-      this.options.deadLetters.append(dead);
+      recording = this.options.deadLetters.append(dead);
     } catch (err) {
+      this.finish(finished, dead, fates, err);
+      return;
+    }
+    if (recording instanceof Promise) {
+      const recorded: Promise<void> = recording.then(
+        () => this.finish(finished, dead, fates, undefined, recorded),
+        (err: unknown) => this.finish(finished, dead, fates, err, recorded),
+      );
+      // stop() waits for it like for an ack
+      this.acking.add(recorded);
+    } else {
+      this.finish(finished, dead, fates, undefined);
+    }
+  }
+
+  /** The jobs settled by one batch of outcomes, once their dead letters are recorded (or failed to be: `err`). */
+  private finish(
+    finished: Array<{ outcome: JobOutcome; job: TakenJob }>,
+    dead: DeadLetter[],
+    fates: JobFate[],
+    err: unknown,
+    recording?: Promise<void>,
+  ): void {
+    if (recording) this.acking.delete(recording);
+    const observer = this.options.observer;
+    if (err !== undefined) {
       // Not recorded, so not acknowledged: the jobs stay queued (held) and are tried again after a restart.
       this.options.logger.error({ err, jobs: dead.length }, 'cannot write the dead-letter log; failed jobs stay queued');
       const unrecorded = new Set(dead.map((d) => d.id));
@@ -390,7 +419,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.jobs.delete(id);
         this.holdJob(id);
       }
-      finished.splice(0, finished.length, ...finished.filter(({ job }) => !unrecorded.has(job.message.id)));
+      finished = finished.filter(({ job }) => !unrecorded.has(job.message.id));
     }
 
     const deadIds = observer && dead.length > 0 ? new Set(dead.map((d) => d.id)) : undefined;
@@ -400,7 +429,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         const fate = outcome.kind === OutcomeKind.Ok ? 'sent' : deadIds?.has(outcome.id) ? 'dead' : 'rejected';
         fates.push({ fate, outcome, sends: job.sends, payload: job.message.payload });
       } else {
-        this.options.queue.ack(outcome.id);
+        this.ackJob(outcome.id);
       }
       if (outcome.kind === OutcomeKind.Ok) {
         this.sent++;
@@ -422,7 +451,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       // delivery goes on, and the failure is logged (the ledger says so in status too).
       const acked = Promise.resolve()
         .then(() => observer.beforeAck(fates))
-        .catch((err: unknown) => this.options.logger.error({ err }, 'the outcome observer failed; the jobs are acknowledged all the same'))
+        .catch((e: unknown) => this.options.logger.error({ err: e }, 'the outcome observer failed; the jobs are acknowledged all the same'))
         .then(() => {
           this.acking.delete(acked);
           // stop() waits for these before the queue closes

@@ -26,10 +26,16 @@ export interface TokenSource {
   invalidate(token: string): void;
 }
 
-/** Where permanent failures are recorded before their jobs are acknowledged (DeadLetterLog). */
+/**
+ * Where permanent failures are recorded before their jobs are acknowledged: the file log
+ * (DeadLetterLog, synchronous) or the service's JetStream stream (asynchronous).
+ */
 export interface DeadLetterSink {
-  /** Durable when it returns; throws when the entries could not be recorded. */
-  append(entries: DeadLetter[]): void;
+  /**
+   * Durable when it returns (or when its promise resolves); throws (rejects) when the entries
+   * could not be recorded. Returns synchronously for no entries.
+   */
+  append(entries: DeadLetter[]): void | Promise<void>;
 }
 
 /**

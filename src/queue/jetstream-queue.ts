@@ -55,8 +55,8 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   private released: number[] = [];
   private readonly handedOut = new Set<number>();
   private readonly held = new Set<number>();
-  /** Jobs nak'ed with a delay that has not passed yet (for stats). */
-  private deferredCount = 0;
+  /** Jobs nak'ed with a delay that has not passed (nor come back here) yet, for stats. */
+  private readonly deferredIds = new Map<number, NodeJS.Timeout>();
   /** The highest id ever handed out: an unknown id at or below it was acknowledged (ack and hold ignore it). */
   private maxHandedOut = 0;
   /** The highest id this process received from the consumer. */
@@ -332,15 +332,16 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
       this.known.delete(id);
       // no longer this process's: it is counted again by whichever process receives it
       this.depth--;
-      this.deferredCount++;
-      setTimeout(() => this.deferredCount--, delayMs).unref();
+      const t = setTimeout(() => this.deferredIds.delete(id), delayMs);
+      t.unref();
+      this.deferredIds.set(id, t);
       return;
     }
     if (m || id > this.maxHandedOut || !(id > 0)) throw new RangeError(`defer(${id}): job not handed out`);
   }
 
   stats(): JobQueueStats {
-    const s: JobQueueStats = { depth: this.depth, inFlight: this.handedOut.size, held: this.held.size, deferred: this.deferredCount };
+    const s: JobQueueStats = { depth: this.depth, inFlight: this.handedOut.size, held: this.held.size, deferred: this.deferredIds.size };
     if (this.depth > 0) {
       let oldest: number | undefined;
       for (const t of this.known.values()) {
@@ -424,6 +425,12 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
 
   private receive(m: JsMsg): void {
     const id = m.seq;
+    const deferred = this.deferredIds.get(id);
+    if (deferred) {
+      // back before this process's own timer said so
+      clearTimeout(deferred);
+      this.deferredIds.delete(id);
+    }
     if (id > this.maxReceived) this.maxReceived = id;
     if (this.msgs.has(id)) {
       // Delivered again (ack_wait passed despite the heartbeats): keep the newer delivery.

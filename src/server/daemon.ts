@@ -12,7 +12,7 @@ import type { TokenSource } from '../dispatch/ports.js';
 import { ServiceLink } from './service-link.js';
 import { TaskPool } from '../workers/pool.js';
 import { Dispatcher, type Settlement } from '../dispatch/dispatcher.js';
-import { DeadLetterLog, retryDeadLetters } from '../dispatch/dead-letter.js';
+import { DeadLetterLog, type DeadLetterStore } from '../dispatch/dead-letter.js';
 import { ClientMsgIdGenerator, encodeJobRecord } from '../jobs/record.js';
 import { OutcomeKind } from '../jobs/outcome.js';
 import { decodeJobRecord } from '../jobs/record.js';
@@ -70,7 +70,8 @@ export class Daemon implements RequestHandler {
     private readonly cache: TemplateCache,
     private readonly queue: JobQueue,
     private readonly queueLink: OpenedQueue,
-    private readonly deadLetters: DeadLetterLog,
+    private readonly deadLetters: DeadLetterStore,
+    private readonly deadLetterLog: DeadLetterLog,
     private readonly tokenClient: WechatClient,
     private readonly tokens: TokenSource & { readonly tokenAgeMs: number | undefined; readonly fetches: number },
     private readonly pool: TaskPool,
@@ -165,6 +166,8 @@ export class Daemon implements RequestHandler {
           })
         : undefined;
     const tokens = link ? link.tokens : new TokenManager(tokenOptions);
+    // with JetStream, the service's dead-letter stream: `dlq` on any daemon sees them all
+    const deadLetterStore: DeadLetterStore = link ? link.deadLetters : deadLetters;
 
     const pool = new TaskPool({
       size: config.setting.taskWorkerNum,
@@ -185,7 +188,7 @@ export class Daemon implements RequestHandler {
       queue,
       pool,
       tokens,
-      deadLetters,
+      deadLetters: deadLetterStore,
       logger,
       retryBaseMs: config.wechat.retryBaseMs,
       retryMax: config.wechat.retryMax,
@@ -238,7 +241,7 @@ export class Daemon implements RequestHandler {
       writeFileSync(config.server.pidFile, `${process.pid}\n`);
     });
 
-    daemon = new Daemon(config, logger, store, cache, queue, queueLink, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
+    daemon = new Daemon(config, logger, store, cache, queue, queueLink, deadLetterStore, deadLetters, tokenClient, tokens, pool, dispatcher, server, control);
     daemon.addresses = addresses;
     daemon.ledger = ledger;
     daemon.callback = callback;
@@ -494,8 +497,8 @@ export class Daemon implements RequestHandler {
 
   /** The dead letters queued again, and the asked-for ids that are not in the log. */
   async retryDeadLetters(selector: DeadLetterSelector): Promise<DeadLetterRetry> {
-    const result = await retryDeadLetters(
-      this.deadLetters,
+    const result = await this.deadLetters.retry(
+      selector,
       async (p) => {
         const id = await this.queue.append(p);
         if (this.ledger) {
@@ -504,7 +507,6 @@ export class Daemon implements RequestHandler {
         }
         return id;
       },
-      selector,
     );
     this.logger.info({ retried: result.retried.length }, 'dead letters queued again');
     return result;
@@ -514,7 +516,7 @@ export class Daemon implements RequestHandler {
     return this.queueLink.summary();
   }
 
-  deadLetterList(): DeadLetter[] {
+  async deadLetterList(): Promise<DeadLetter[]> {
     return this.deadLetters.list();
   }
 
@@ -546,7 +548,7 @@ export class Daemon implements RequestHandler {
     await this.ledger?.close();
     // after the ledger's last write: what it handed over is in the outbox, sent at the next start
     await this.webhook?.close();
-    this.deadLetters.close();
+    this.deadLetterLog.close();
     await this.tokenClient.close();
     await this.store.close();
     this.control.close();

@@ -9,6 +9,9 @@ import { SharedTokenSource } from '../cluster/shared-token.js';
 import { SharedPause, type AnnouncedPause } from '../cluster/shared-pause.js';
 import { ServiceMembers, type Member } from '../cluster/members.js';
 import { ServiceBus, type ServiceBusHandlers, type TsetAnswer } from '../cluster/service-bus.js';
+import { JetStreamDeadLetters } from '../cluster/dead-letters.js';
+import type { DeadLetter } from '../dispatch/dead-letter.js';
+import { defaultStreamName } from '../queue/jetstream-options.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { ServicePause } from '../dispatch/pause.js';
 import { natsCredentials } from './queue-link.js';
@@ -32,6 +35,8 @@ export class ServiceLink {
     private readonly nc: NatsConnection,
     private readonly buckets: ServiceBuckets,
     readonly tokens: SharedTokenSource,
+    /** The service's dead letters, in JetStream. */
+    readonly deadLetters: JetStreamDeadLetters<DeadLetter>,
     private readonly pause: SharedPause,
     readonly member: string,
     private readonly config: MegaConfig,
@@ -43,10 +48,17 @@ export class ServiceLink {
     try {
       const buckets = await openServiceBuckets(nc, { name: natsSafeName(config.name), replicas: config.jetstream.replicas });
       const tokens = new SharedTokenSource({ ...tokenOptions, state: buckets.state, member });
+      const deadLetters = await JetStreamDeadLetters.open<DeadLetter>({
+        nc,
+        name: natsSafeName(config.name),
+        stream: config.jetstream.stream ?? defaultStreamName(config.name),
+        replicas: config.jetstream.replicas,
+        timeoutMs: config.jetstream.publishTimeoutMs,
+      });
       const pause = new SharedPause({ kv: buckets.state, member, logger });
       // a daemon starting while the service is paused must not spend a call first
       await pause.ready();
-      return new ServiceLink(nc, buckets, tokens, pause, member, config, logger);
+      return new ServiceLink(nc, buckets, tokens, deadLetters, pause, member, config, logger);
     } catch (err) {
       await nc.close().catch(() => undefined);
       throw err;

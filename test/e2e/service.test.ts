@@ -105,4 +105,28 @@ describe('three daemons as one service (JetStream, replicas 3)', { skip: skip &&
     await eventually(async () => new Set((await svc.sim.messages()).filter((m) => m.touser === 'oQUOTA' && m.errcode === 0).map((m) => m.client_msg_id)).size === 30, 20000, 'the 30 kept jobs delivered');
     c.close();
   });
+  it('dead letters are kept in JetStream: listed and retried from any daemon', async () => {
+    await svc.sim.post('/_sim/config', { failOpenids: [{ pattern: '^oDEAD', errcode: 40003, errmsg: 'invalid openid' }] });
+    const c = await svc.daemons[0]!.connect();
+    for (let n = 0; n < 3; n++) c.write(encodePush(n + 1, `oDEAD${n}`, 'hello', { name: String(n) }, `dead-${n}`));
+    assert.ok((await c.waitFor(3)).every((r) => r.code === 200));
+    c.close();
+    const list = async (d: Stack): Promise<Array<{ id: number; openid: string; errcode: number }>> => {
+      const r = await runMega(['wechat', 'dlq', 'list', '--json', '--config-dir', d.configDir]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as Array<{ id: number; openid: string; errcode: number }>;
+    };
+    const seen = await eventually(async () => {
+      const l = await list(svc.daemons[1]!);
+      return l.length === 3 ? l : undefined;
+    }, 10000, 'three dead letters seen from another daemon');
+    assert.deepEqual(seen.map((d) => d.openid).sort(), ['oDEAD0', 'oDEAD1', 'oDEAD2']);
+    assert.ok(seen.every((d) => d.errcode === 40003));
+    await svc.sim.post('/_sim/config', { failOpenids: [] });
+    const r = await runMega(['wechat', 'dlq', 'retry', '--all', '--config-dir', svc.daemons[2]!.configDir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /3 dead letter\(s\) queued again/);
+    await eventually(async () => (await svc.sim.messages()).filter((m) => m.touser?.startsWith('oDEAD') && m.errcode === 0).length === 3, 10000, 'the three delivered');
+    assert.deepEqual(await list(svc.daemons[0]!), [], 'gone from the stream');
+  });
 });
