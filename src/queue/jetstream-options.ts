@@ -103,6 +103,9 @@ export function natsConnectOptions(servers: readonly string[], connectionName: s
     servers: [...servers],
     name: connectionName,
     maxReconnectAttempts: -1,
+    // otherwise the client builds two Errors with stack traces per request (every publish):
+    // a third of its CPU at high publish rates, measured by bench --only jetstream
+    noAsyncTraces: true,
     ...(user !== undefined ? { user, pass } : {}),
     ...(token !== undefined ? { token } : {}),
     ...(tls && (tls.caFile || tls.certFile) ? { tls: { ...tls } } : {}),
