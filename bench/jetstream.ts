@@ -525,7 +525,7 @@ async function e2eCase(
  * client_msg_id, sent as Nats-Msg-Id: the ceiling of the daemon's ingest on this NATS.
  */
 export async function bareLoop(servers: string[], natsPids: number[], simPid: number, o: { replicas: number; outstanding: number; warmupMs: number; measureMs: number }): Promise<BareRun> {
-  const nc = await connect({ servers, name: 'mega-bench-bare' });
+  const nc = await connect({ servers, name: 'mega-bench-bare', noAsyncTraces: true });
   try {
     const jsm = await jetstreamManager(nc);
     const subject = 'bench.bare.jobs';
