@@ -46,9 +46,30 @@ export function jetStreamQueueOptions(config: MegaConfig, logger?: Logger): JetS
   };
 }
 
+/**
+ * Opening what lives in JetStream (the stream, the consumer, the buckets) asks the cluster's
+ * JetStream leader, which a cluster that just lost a node may be electing (5–7 s measured); a
+ * daemon started then waits and tries again, up to `waitMs`, rather than failing to start. A bad
+ * option or refused credentials fail at once.
+ */
+export async function retryWhileJetStreamStarts<T>(what: string, open: () => Promise<T>, logger: Logger, waitMs = 30_000): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await open();
+    } catch (err) {
+      const e = err as Error;
+      const permanent = e instanceof TypeError || e instanceof RangeError || /authoriz|authenticat|permission/i.test(`${e.name} ${e.message}`);
+      if (permanent || Date.now() + 1000 > deadline) throw err;
+      if (attempt === 0) logger.warn({ reason: e.message, waitSeconds: waitMs / 1000 }, `${what}: JetStream not ready, trying again`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 export async function openJobQueue(config: MegaConfig, logger: Logger): Promise<OpenedQueue> {
   if (config.queue.backend === 'jetstream') {
-    const queue = await JetStreamQueue.open(jetStreamQueueOptions(config, logger));
+    const queue = await retryWhileJetStreamStarts('queue', () => JetStreamQueue.open(jetStreamQueueOptions(config, logger)), logger);
     return {
       queue,
       firstId: Number.MAX_SAFE_INTEGER,

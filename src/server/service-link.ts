@@ -14,7 +14,7 @@ import type { DeadLetter } from '../dispatch/dead-letter.js';
 import { defaultStreamName } from '../queue/jetstream-options.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import type { ServicePause } from '../dispatch/pause.js';
-import { natsCredentials } from './queue-link.js';
+import { natsCredentials, retryWhileJetStreamStarts } from './queue-link.js';
 import type { ServiceStatus } from './control-protocol.js';
 
 /**
@@ -43,7 +43,11 @@ export class ServiceLink {
     private readonly logger: Logger,
   ) {}
 
-  static async open(config: MegaConfig, logger: Logger, member: string, tokenOptions: TokenManagerOptions): Promise<ServiceLink> {
+  static open(config: MegaConfig, logger: Logger, member: string, tokenOptions: TokenManagerOptions): Promise<ServiceLink> {
+    return retryWhileJetStreamStarts('service', () => ServiceLink.connect(config, logger, member, tokenOptions), logger);
+  }
+
+  private static async connect(config: MegaConfig, logger: Logger, member: string, tokenOptions: TokenManagerOptions): Promise<ServiceLink> {
     const nc = await connect(natsConnectOptions(config.jetstream.servers, `mega-${natsSafeName(config.name)}-service`, natsCredentials(config)));
     try {
       const buckets = await openServiceBuckets(nc, { name: natsSafeName(config.name), replicas: config.jetstream.replicas });
