@@ -104,8 +104,9 @@ async function stopAll(nodes: NatsNode[], root: string): Promise<void> {
 }
 
 /** One node with JetStream (file store in a temp dir). */
-export async function startNats(): Promise<NatsCluster> {
-  return startNatsCluster(1);
+/** One node; `args` are added to its command line (e.g. `['--user', 'u', '--pass', 'p']`). */
+export async function startNats(args: string[] = []): Promise<NatsCluster> {
+  return startNatsCluster(1, args);
 }
 
 /**
@@ -113,7 +114,7 @@ export async function startNats(): Promise<NatsCluster> {
  * Resolves once each process says it is ready; a cluster's JetStream meta leader may still be
  * being elected (a few seconds): clients retry.
  */
-export async function startNatsCluster(size: number): Promise<NatsCluster> {
+export async function startNatsCluster(size: number, args: string[] = []): Promise<NatsCluster> {
   const root = mkdtempSync(path.join(os.tmpdir(), 'mega-nats-'));
   const ports = await Promise.all(Array.from({ length: size }, () => freePort()));
   const clusterPorts = size > 1 ? await Promise.all(Array.from({ length: size }, () => freePort())) : [];
@@ -122,7 +123,7 @@ export async function startNatsCluster(size: number): Promise<NatsCluster> {
     ports.map((port, i) => {
       const name = `n${i + 1}`;
       const extra = size > 1 ? ['--cluster_name', 'mega-test', '--cluster', `nats://127.0.0.1:${clusterPorts[i]}`, '--routes', routes] : [];
-      return startNode(extra, name, port, path.join(root, name));
+      return startNode([...extra, ...args], name, port, path.join(root, name));
     }),
   );
   const nodes = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));

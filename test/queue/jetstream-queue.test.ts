@@ -180,4 +180,27 @@ if (!available) {
       await assert.rejects(JetStreamQueue.open({ servers: nats.servers, name: 'x', ackWaitMs: 10 }), /option ackWaitMs/);
     });
   });
+
+  describe('JetStreamQueue against a server that wants credentials', () => {
+    let secured: NatsCluster;
+    before(async () => {
+      secured = await startNats(['--user', 'mega', '--pass', 's3cret-pass']);
+    });
+    after(async () => {
+      await secured?.stop();
+    });
+
+    it('connects with user and password; without them (or with a wrong one) it is refused, the password never in the error', async () => {
+      const q = await JetStreamQueue.open({ servers: secured.servers, name: 'auth', credentials: { user: 'mega', pass: 's3cret-pass' } });
+      const id = await q.append(Buffer.from('x'));
+      assert.ok(id > 0);
+      await q.close();
+      await assert.rejects(JetStreamQueue.open({ servers: secured.servers, name: 'auth' }), /author/i);
+      await assert.rejects(JetStreamQueue.open({ servers: secured.servers, name: 'auth', credentials: { user: 'mega', pass: 'wrong-pass' } }), (err: Error) => {
+        assert.match(err.message, /author/i);
+        assert.doesNotMatch(err.message, /wrong-pass|s3cret-pass/);
+        return true;
+      });
+    });
+  });
 }
