@@ -109,6 +109,29 @@ log_prefix = mega
     rejects('[log]\nlog_level = loud\n' + MINIMAL, /\[log\] log_level must be one of/);
   });
 
+  it('[queue] backend and [jetstream]: defaults, servers repeatable or comma-separated, secrets from the environment, checked', () => {
+    const d = parse(MINIMAL);
+    assert.equal(d.queue.backend, 'file');
+    assert.deepEqual(d.jetstream.servers, ['nats://127.0.0.1:4222']);
+    assert.equal(d.jetstream.replicas, 1);
+    assert.equal(d.jetstream.publishTimeoutMs, 10000);
+    const js = parseConfig('wechat', '/etc/mega/wechat.ini', MINIMAL + '[queue]\nbackend = jetstream\n[jetstream]\nservers[] = nats://10.0.0.1:4222\nservers[] = nats://10.0.0.2:4222,nats://10.0.0.3:4222\nreplicas = 3\nuser = mega\npassword = in-file\ntls_ca = ca.pem\n', { MEGA_NATS_PASSWORD: 'from-env' });
+    assert.equal(js.queue.backend, 'jetstream');
+    assert.deepEqual(js.jetstream.servers, ['nats://10.0.0.1:4222', 'nats://10.0.0.2:4222', 'nats://10.0.0.3:4222']);
+    assert.equal(js.jetstream.replicas, 3);
+    assert.equal(js.jetstream.password, 'from-env');
+    assert.equal(js.jetstream.tlsCa, '/etc/mega/ca.pem');
+    rejects(MINIMAL + '[queue]\nbackend = redis\n', /\[queue\] backend must be one of file, jetstream/);
+    rejects(MINIMAL + '[jetstream]\nservers[] = http://x:1\n', /\[jetstream\] servers\[\] must be nats:\/\/host:port/);
+    rejects(MINIMAL + '[jetstream]\nreplicas = 7\n', /\[jetstream\] replicas must be between 1 and 5/);
+    rejects(MINIMAL + '[jetstream]\npassword = p\n', /\[jetstream\] password needs \[jetstream\] user/);
+    rejects(MINIMAL + '[jetstream]\ntls_cert = c.pem\n', /\[jetstream\] tls_key is required/);
+    assert.throws(
+      () => parse(MINIMAL + '[jetstream]\nservers[] = nats://u:hunter2-secret@h:x\n'),
+      (err: unknown) => err instanceof ConfigError && !err.message.includes('hunter2'),
+    );
+  });
+
   it('refuses unknown keys and sections, so a typo never silently falls back to a default', () => {
     rejects('[server]\ntable_sise = 10\n' + MINIMAL, /unknown key \[server\] table_sise/);
     rejects('[servr]\nx = 1\n' + MINIMAL, /unknown section \[servr\]/);
