@@ -55,6 +55,8 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   private released: number[] = [];
   private readonly handedOut = new Set<number>();
   private readonly held = new Set<number>();
+  private publishing = 0;
+  private readonly publishWaiters: Array<() => void> = [];
   /** Jobs nak'ed with a delay that has not passed (nor come back here) yet, for stats. */
   private readonly deferredIds = new Map<number, NodeJS.Timeout>();
   /** The highest id ever handed out: an unknown id at or below it was acknowledged (ack and hold ignore it). */
@@ -227,6 +229,18 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
    */
   private async publish(payload: Uint8Array, msgId: string | undefined): Promise<number> {
     const deadline = Date.now() + this.opts.publishTimeoutMs;
+    // At most maxPublishing requests at a time; the rest wait here, in order.
+    if (this.publishing >= this.opts.maxPublishing) await new Promise<void>((resolve) => this.publishWaiters.push(resolve));
+    this.publishing++;
+    try {
+      return await this.publishNow(payload, msgId, deadline);
+    } finally {
+      this.publishing--;
+      this.publishWaiters.shift()?.();
+    }
+  }
+
+  private async publishNow(payload: Uint8Array, msgId: string | undefined, deadline: number): Promise<number> {
     let ack;
     for (let attempt = 0; ; attempt++) {
       const left = deadline - Date.now();
