@@ -51,6 +51,8 @@ import {
   MEGA_BIN,
   SimControl,
   TsetClient,
+  checkRecord,
+  deliveredOpenids,
   emptyCounters,
   freePort,
   isAlive,
@@ -61,6 +63,7 @@ import {
   spawnMega,
   stopChild,
   writeIni,
+  type CheckResult,
   type ClientCounters,
   type Msg,
   type SimMessage,
@@ -857,99 +860,6 @@ async function membersAgree(slots: DaemonSlot[]): Promise<{ ok: boolean; detail:
 }
 
 // ------------------------------------------------------------------ the record against the answers
-
-function deliveredOpenids(record: SimMessage[]): Set<string> {
-  const out = new Set<string>();
-  for (const m of record) if (m.errcode === 0 && !m.duplicate && m.touser) out.add(m.touser);
-  return out;
-}
-
-interface CheckResult {
-  lost: number;
-  doubles: number;
-  phantoms: number;
-  contentMismatches: number;
-  cmidProblems: number;
-  deliveredUnacknowledged: number;
-  repeatedOpenids: number;
-  duplicates: number;
-  nonZeroErrcodes: Record<string, number>;
-  deliveredOpenids: Set<string>;
-  problems: string[];
-}
-
-/** The same check as chaos.ts's checkRecord (kept in step with it). */
-function checkRecord(msgs: Map<string, Msg>, record: SimMessage[]): CheckResult {
-  const problems: string[] = [];
-  const note = (p: string): void => {
-    if (problems.length < 30) problems.push(p);
-  };
-  const byOpenid = new Map<string, SimMessage[]>();
-  for (const m of record) {
-    const k = m.touser ?? '';
-    const list = byOpenid.get(k);
-    if (list) list.push(m);
-    else byOpenid.set(k, [m]);
-  }
-  const r: CheckResult = {
-    lost: 0,
-    doubles: 0,
-    phantoms: 0,
-    contentMismatches: 0,
-    cmidProblems: 0,
-    deliveredUnacknowledged: 0,
-    repeatedOpenids: 0,
-    duplicates: 0,
-    nonZeroErrcodes: {},
-    deliveredOpenids: deliveredOpenids(record),
-    problems,
-  };
-  for (const m of record) {
-    if (m.duplicate) r.duplicates++;
-    if (m.errcode !== 0) {
-      const k = m.errcode === null ? `HTTP ${m.status}` : String(m.errcode);
-      r.nonZeroErrcodes[k] = (r.nonZeroErrcodes[k] ?? 0) + 1;
-    }
-  }
-  for (const msg of msgs.values()) {
-    const seen = byOpenid.get(msg.openid) ?? [];
-    const real = seen.filter((m) => m.errcode === 0 && !m.duplicate);
-    const acked = msg.answers.includes(200);
-    if (acked && real.length === 0) {
-      r.lost++;
-      note(`LOST: ${msg.kind} ${msg.openid} (msgid ${msg.msgid ?? '-'}) answered ${JSON.stringify(msg.answers)} but never delivered (${seen.length} send(s) seen)`);
-    }
-    if (!acked && real.length > 0) r.deliveredUnacknowledged++;
-    if (real.length > 1) {
-      r.doubles++;
-      note(`DOUBLE: ${msg.openid} delivered ${real.length} times (client_msg_ids ${real.map((m) => m.client_msg_id).join(', ')})`);
-    }
-    if (seen.length > 1) r.repeatedOpenids++;
-    if (seen.length > 0) {
-      const cmids = new Set(seen.map((m) => m.client_msg_id));
-      const cmid = seen[0]!.client_msg_id;
-      if (cmids.size !== 1 || !cmid || (msg.msgid !== undefined && cmid !== msg.msgid)) {
-        r.cmidProblems++;
-        note(`CMID: ${msg.openid} (msgid ${msg.msgid ?? '-'}) was sent with client_msg_id(s) ${[...cmids].join(', ')}`);
-      }
-      for (const m of real) {
-        const first = m.data?.['first']?.value;
-        const pad = m.data?.['keyword1']?.value;
-        if (first !== `msg ${msg.n}` || pad !== msg.vars['pad']) {
-          r.contentMismatches++;
-          note(`CONTENT: ${msg.openid} arrived as ${JSON.stringify({ first, pad })}`);
-        }
-      }
-    }
-  }
-  for (const openid of byOpenid.keys()) {
-    if (!msgs.has(openid)) {
-      r.phantoms++;
-      note(`PHANTOM: ${openid || '(no touser)'} was sent to WeChat but never pushed`);
-    }
-  }
-  return r;
-}
 
 function gitDescribe(): string {
   try {

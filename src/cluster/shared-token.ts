@@ -48,7 +48,7 @@ import { KvWatchInclude, type KV, type KvEntry } from '@nats-io/kv';
 import { backoffDelay } from '../backoff.js';
 import { TokenError } from '../errors.js';
 import type { TokenResult } from '../wechat/client.js';
-import type { TokenManagerOptions } from '../wechat/token-manager.js';
+import { resolveTokenOptions, type TokenManagerOptions } from '../wechat/token-manager.js';
 
 /**
  * TokenManager's options (client, appId, appSecret, endpoint, marginSeconds, now, logger,
@@ -190,20 +190,8 @@ export class SharedTokenSource {
   private loggedFailure: string | undefined;
 
   constructor(o: SharedTokenSourceOptions) {
-    if (typeof o.appId !== 'string' || o.appId === '') throw new TypeError('SharedTokenSource option appId must be a non-empty string');
-    if (typeof o.appSecret !== 'string' || o.appSecret === '') {
-      throw new TypeError('SharedTokenSource option appSecret must be a non-empty string');
-    }
+    const r = resolveTokenOptions(o, 'SharedTokenSource');
     if (o.state === undefined || o.state === null) throw new TypeError('SharedTokenSource option state must be a KV bucket');
-    const endpoint = o.endpoint ?? 'stable';
-    if (endpoint !== 'stable' && endpoint !== 'token') throw new TypeError("SharedTokenSource option endpoint must be 'stable' or 'token'");
-    const margin = o.marginSeconds ?? 300;
-    if (typeof margin !== 'number' || !Number.isFinite(margin) || margin < 0) {
-      throw new TypeError('SharedTokenSource option marginSeconds must be a non-negative number');
-    }
-    const minB = o.minBackoffMs ?? 1000;
-    const maxB = o.maxBackoffMs ?? 30_000;
-    if (!(minB >= 0) || !(maxB >= minB)) throw new TypeError('SharedTokenSource options need 0 <= minBackoffMs <= maxBackoffMs');
     const stale = o.claimStaleMs ?? 15_000;
     if (!(stale > 0)) throw new TypeError('SharedTokenSource option claimStaleMs must be a positive number');
     const wait = o.waitMs ?? 20_000;
@@ -211,15 +199,15 @@ export class SharedTokenSource {
     this.kv = o.state;
     this.key = o.key ?? 'token';
     this.member = o.member ?? `${os.hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
-    this.client = o.client;
-    this.appId = o.appId;
-    this.appSecret = o.appSecret;
-    this.endpoint = endpoint;
-    this.marginMs = margin * 1000;
-    this.now = o.now ?? Date.now;
-    this.logger = o.logger;
-    this.minBackoffMs = minB;
-    this.maxBackoffMs = maxB;
+    this.client = r.client;
+    this.appId = r.appId;
+    this.appSecret = r.appSecret;
+    this.endpoint = r.endpoint;
+    this.marginMs = r.marginMs;
+    this.now = r.now;
+    this.logger = r.logger;
+    this.minBackoffMs = r.minBackoffMs;
+    this.maxBackoffMs = r.maxBackoffMs;
     this.claimStaleMs = stale;
     this.waitMs = wait;
   }

@@ -45,6 +45,30 @@ export interface TokenManagerOptions {
   maxBackoffMs?: number;
 }
 
+/** TokenManagerOptions checked, with their defaults: shared by TokenManager and cluster/'s SharedTokenSource. */
+export function resolveTokenOptions(o: TokenManagerOptions, owner: string) {
+  if (typeof o.appId !== 'string' || o.appId === '') throw new TypeError(`${owner} option appId must be a non-empty string`);
+  if (typeof o.appSecret !== 'string' || o.appSecret === '') throw new TypeError(`${owner} option appSecret must be a non-empty string`);
+  const endpoint = o.endpoint ?? 'stable';
+  if (endpoint !== 'stable' && endpoint !== 'token') throw new TypeError(`${owner} option endpoint must be 'stable' or 'token'`);
+  const margin = o.marginSeconds ?? 300;
+  if (typeof margin !== 'number' || !Number.isFinite(margin) || margin < 0) throw new TypeError(`${owner} option marginSeconds must be a non-negative number`);
+  const minBackoffMs = o.minBackoffMs ?? 1000;
+  const maxBackoffMs = o.maxBackoffMs ?? 30_000;
+  if (!(minBackoffMs >= 0) || !(maxBackoffMs >= minBackoffMs)) throw new TypeError(`${owner} options need 0 <= minBackoffMs <= maxBackoffMs`);
+  return {
+    client: o.client,
+    appId: o.appId,
+    appSecret: o.appSecret,
+    endpoint: endpoint as 'stable' | 'token',
+    marginMs: margin * 1000,
+    now: o.now ?? Date.now,
+    logger: o.logger,
+    minBackoffMs,
+    maxBackoffMs,
+  };
+}
+
 export class TokenManager {
   private readonly client: WechatClient;
   private readonly appId: string;
@@ -70,28 +94,16 @@ export class TokenManager {
   private loggedFailure: string | undefined;
 
   constructor(o: TokenManagerOptions) {
-    if (typeof o.appId !== 'string' || o.appId === '') throw new TypeError('TokenManager option appId must be a non-empty string');
-    if (typeof o.appSecret !== 'string' || o.appSecret === '') {
-      throw new TypeError('TokenManager option appSecret must be a non-empty string');
-    }
-    const endpoint = o.endpoint ?? 'stable';
-    if (endpoint !== 'stable' && endpoint !== 'token') throw new TypeError("TokenManager option endpoint must be 'stable' or 'token'");
-    const margin = o.marginSeconds ?? 300;
-    if (typeof margin !== 'number' || !Number.isFinite(margin) || margin < 0) {
-      throw new TypeError('TokenManager option marginSeconds must be a non-negative number');
-    }
-    const minB = o.minBackoffMs ?? 1000;
-    const maxB = o.maxBackoffMs ?? 30_000;
-    if (!(minB >= 0) || !(maxB >= minB)) throw new TypeError('TokenManager options need 0 <= minBackoffMs <= maxBackoffMs');
-    this.client = o.client;
-    this.appId = o.appId;
-    this.appSecret = o.appSecret;
-    this.endpoint = endpoint;
-    this.marginMs = margin * 1000;
-    this.now = o.now ?? Date.now;
-    this.logger = o.logger;
-    this.minBackoffMs = minB;
-    this.maxBackoffMs = maxB;
+    const r = resolveTokenOptions(o, 'TokenManager');
+    this.client = r.client;
+    this.appId = r.appId;
+    this.appSecret = r.appSecret;
+    this.endpoint = r.endpoint;
+    this.marginMs = r.marginMs;
+    this.now = r.now;
+    this.logger = r.logger;
+    this.minBackoffMs = r.minBackoffMs;
+    this.maxBackoffMs = r.maxBackoffMs;
   }
 
   /** Token requests made so far (successful or not). */
