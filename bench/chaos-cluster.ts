@@ -52,6 +52,8 @@ import {
   SimControl,
   TsetClient,
   checkRecord,
+  gitDescribe,
+  intOpt,
   deliveredOpenids,
   emptyCounters,
   freePort,
@@ -105,13 +107,6 @@ const TEMPLATE = JSON.stringify({
 
 function log(line: string): void {
   process.stderr.write(`[chaos-cluster ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
-}
-
-function intOpt(name: string, v: string | undefined, def: number, min = 0): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
-  return n;
 }
 
 // ------------------------------------------------------------------ NATS nodes
@@ -860,16 +855,6 @@ async function membersAgree(slots: DaemonSlot[]): Promise<{ ok: boolean; detail:
 }
 
 // ------------------------------------------------------------------ the record against the answers
-
-function gitDescribe(): string {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO, encoding: 'utf8' }).trim();
-    return dirty ? `${head} (src/ modified)` : head;
-  } catch {
-    return 'unknown';
-  }
-}
 
 function natsVersion(): string {
   try {

@@ -7,7 +7,9 @@
  * Deliberately free of test/helpers/processes.ts, which registers node:test hooks: only the
  * protocol codec of src/ and the hook-free test helpers (TcpProxy, PRNG, ini writer) are shared.
  */
+import { execFileSync } from 'node:child_process';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { FrameDecoder, encodePush, encodeSend, encodeTset, parseResult, type Result } from '../src/protocol/index.js';
 
 export {
@@ -478,4 +480,26 @@ export function checkRecord(msgs: Map<string, Msg>, record: SimMessage[]): Check
     }
   }
   return r;
+}
+
+/** The repository (this file is dist/bench/chaos-lib.js once built). */
+const REPO_DIR = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The commit the run measured, and whether src/ or bin/ had changes. */
+export function gitDescribe(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_DIR, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO_DIR, encoding: 'utf8' }).trim();
+    return dirty ? `${head} (src/ modified)` : head;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** A whole-number command-line option, at least `min`. */
+export function intOpt(name: string, v: string | undefined, def: number, min = 0): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
+  return n;
 }

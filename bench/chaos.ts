@@ -43,7 +43,6 @@ import { parseArgs } from 'node:util';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
 import { TcpProxy } from '../test/helpers/tcp-proxy.js';
@@ -54,6 +53,8 @@ import {
   SimControl,
   TsetClient,
   checkRecord,
+  gitDescribe,
+  intOpt,
   deliveredOpenids,
   emptyCounters,
   freePort,
@@ -107,13 +108,6 @@ function templateJson(revision: number): string {
 
 function log(line: string): void {
   process.stderr.write(`[chaos ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
-}
-
-function intOpt(name: string, v: string | undefined, def: number, min = 0): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got ${v}`);
-  return n;
 }
 
 interface FaultEvent {
@@ -613,16 +607,6 @@ async function main(): Promise<number> {
   }
 }
 
-
-function gitDescribe(): string {
-  try {
-    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'bin'], { cwd: REPO, encoding: 'utf8' }).trim();
-    return dirty ? `${head} (src/ modified)` : head;
-  } catch {
-    return 'unknown';
-  }
-}
 
 interface ReportInput {
   date: string;
