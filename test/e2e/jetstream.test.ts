@@ -80,6 +80,13 @@ describe('daemon on JetStream', { skip: !natsAvailable() && 'nats-server not ins
   });
 
   it('keeps jobs in the stream while the daemon is stopped and delivers them after a start', async () => {
+    // a dead letter, for `dlq` while the daemon is stopped
+    await sim.post('/_sim/config', { failOpenids: [{ pattern: '^oDLQ', errcode: 40003, errmsg: 'invalid openid' }] });
+    const first = await stack.connect();
+    assert.equal((await first.request(encodePush(1, 'oDLQ1', 'hello', { name: 'dead' }, 'dlq-1'), 1)).code, 200);
+    first.close();
+    await eventually(async () => (await sim.messages()).some((m) => m.touser === 'oDLQ1'), 10000, 'the failing send');
+    await sim.post('/_sim/config', { failOpenids: [] });
     // slow calls, so that most of the jobs are still queued when the daemon stops
     await sim.post('/_sim/config', { latencyMs: 1500 });
     const client = await stack.connect();
@@ -88,6 +95,12 @@ describe('daemon on JetStream', { skip: !natsAvailable() && 'nats-server not ins
     client.close();
     await stack.stop();
     await sim.post('/_sim/config', { latencyMs: 0 });
+    // the service's dead letters, read and queued again from the CLI of a stopped daemon
+    const dlq = await runMega(['wechat', 'dlq', 'list', '--json', '--config-dir', stack.configDir]);
+    assert.equal(dlq.code, 0, dlq.stderr);
+    assert.deepEqual((JSON.parse(dlq.stdout) as Array<{ openid: string }>).map((d) => d.openid), ['oDLQ1']);
+    const retried = await runMega(['wechat', 'dlq', 'retry', '--all', '--config-dir', stack.configDir]);
+    assert.equal(retried.code, 0, retried.stderr);
     const q = await runMega(['wechat', 'queue', '--json', '--config-dir', stack.configDir]);
     assert.equal(q.code, 0, q.stderr);
     const summary = JSON.parse(q.stdout) as { backend: string; depth: number; running: boolean };
@@ -95,11 +108,12 @@ describe('daemon on JetStream', { skip: !natsAvailable() && 'nats-server not ins
     assert.equal(summary.running, false);
     const delivered = new Set((await sim.messages()).filter((x) => x.touser === 'oLATER').map((x) => x.data?.first?.value)).size;
     assert.ok(summary.depth > 0, 'jobs were left in the stream');
-    assert.equal(summary.depth + delivered, 60, `depth ${summary.depth} + delivered ${delivered}`);
+    assert.equal(summary.depth + delivered, 61, `depth ${summary.depth} + delivered ${delivered} (60 Pushes and the retried dead letter)`);
     stack = await startStack({ simulator: sim, templates: { hello: { ...HELLO, data: { first: { value: 'hello ${name}' } } } }, ini: jetstreamIni() });
     await eventually(async () => {
       const names = new Set((await sim.messages()).filter((x) => x.touser === 'oLATER').map((x) => x.data?.first?.value));
       return names.size === 60;
     }, 20000, 'all 60 jobs delivered');
+    await eventually(async () => (await sim.messages()).some((m) => m.touser === 'oDLQ1' && m.errcode === 0), 10000, 'the retried dead letter delivered');
   });
 });
