@@ -1,7 +1,6 @@
 /**
  * The second JobQueue (job-queue.ts): jobs in a NATS JetStream WorkQueue stream, handed out
  * through one durable pull consumer shared by every process (docs/QUEUE.md, "A second backend").
- * Work in progress: not wired into the daemon or the config yet.
  */
 
 import { EventEmitter } from 'node:events';
@@ -16,12 +15,12 @@ import {
   StorageType,
   type Consumer,
   type ConsumerMessages,
-  type JetStreamClient,
   type JsMsg,
 } from '@nats-io/jetstream';
 import { backoffDelay } from '../backoff.js';
 import { QueueClosedError, QueueWriteError } from '../errors.js';
 import type { JobQueue, JobQueueStats, QueueJob } from './job-queue.js';
+import { JetStreamPublisher, PublishNoRespondersError } from './jetstream-publisher.js';
 import { natsConnectOptions, resolveJetStreamOptions, type JetStreamQueueOptions, type ResolvedJetStreamOptions } from './jetstream-options.js';
 
 export type { JetStreamQueueOptions } from './jetstream-options.js';
@@ -86,15 +85,22 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
   private readonly heartbeat: NodeJS.Timeout;
   /** The last job acknowledged and not yet confirmed: close() waits for the server to confirm it. */
   private lastAck: JsMsg | undefined;
+  private readonly publisher: JetStreamPublisher;
+  /**
+   * A new fetch once this much of the buffer is free: one pull request (a subscription and a
+   * round trip in the client) per half buffer rather than per job the dispatcher took.
+   */
+  private readonly refill: number;
 
   private constructor(
     private readonly nc: NatsConnection,
-    private readonly js: JetStreamClient,
     private readonly consumer: Consumer,
     private readonly opts: ResolvedJetStreamOptions,
     init: { depth: number; lastSeq: number; oldest: number | undefined; ackWaitMs: number },
   ) {
     super();
+    this.publisher = new JetStreamPublisher(nc);
+    this.refill = Math.ceil(opts.prefetch / 2);
     this.depth = init.depth;
     this.openUnseen = init.depth;
     this.openLastSeq = init.lastSeq;
@@ -146,7 +152,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
       // (A job that reached max_deliver would stay counted: the consumer sets none.)
       const depth = stream.state.messages;
       const first = stream.state.first_ts ? Date.parse(stream.state.first_ts) : NaN;
-      const q = new JetStreamQueue(nc, js, consumer, opts, {
+      const q = new JetStreamQueue(nc, consumer, opts, {
         depth,
         lastSeq: stream.state.last_seq,
         oldest: depth > 0 && Number.isFinite(first) ? first : undefined,
@@ -245,15 +251,12 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     for (let attempt = 0; ; attempt++) {
       const left = deadline - Date.now();
       try {
-        ack = await this.js.publish(this.opts.subject, payload, {
-          // short tries, so that a leader elected meanwhile is used well before the deadline
-          timeout: Math.max(100, Math.min(left, 2000)),
-          ...(msgId !== undefined ? { msgID: msgId } : {}),
-        });
+        // short tries, so that a leader elected meanwhile is used well before the deadline
+        ack = await this.publisher.publish(this.opts.subject, payload, Math.max(100, Math.min(left, 2000)), msgId);
         break;
       } catch (err) {
         const wait = backoffDelay(attempt, { baseMs: 100, maxMs: 1000 });
-        const refused = err instanceof JetStreamApiError || (err as Error).name === 'JetStreamNotEnabled';
+        const refused = err instanceof JetStreamApiError || err instanceof PublishNoRespondersError;
         if (this.closed || Date.now() + wait >= deadline || (msgId === undefined && !refused)) {
           throw new QueueWriteError(`JetStream did not acknowledge the append to stream ${this.opts.stream}: ${(err as Error).message}`, { cause: err });
         }
@@ -285,7 +288,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
       if (id > this.maxHandedOut) this.maxHandedOut = id;
       out.push(jobOf(m));
     }
-    if (this.wakePump && this.ready.length < this.opts.prefetch) this.wakePump();
+    if (this.wakePump && this.opts.prefetch - this.ready.length >= this.refill) this.wakePump();
     return out;
   }
 
@@ -376,6 +379,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
 
   private async shutdown(): Promise<void> {
     await Promise.allSettled([...this.appends]);
+    this.publisher.close();
     clearInterval(this.heartbeat);
     this.wakePump?.();
     await this.fetching?.close().catch(() => {});
@@ -468,7 +472,7 @@ export class JetStreamQueue extends EventEmitter implements JobQueue {
     let failures = 0;
     while (!this.closed) {
       const room = this.opts.prefetch - this.ready.length;
-      if (room <= 0) {
+      if (room < this.refill) {
         await new Promise<void>((resolve) => (this.wakePump = resolve));
         this.wakePump = undefined;
         continue;
