@@ -149,14 +149,16 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
 
   const listen = daemon.listening.map((a) => `${a.host}:${a.port}`).join(', ');
   report({ ready: true, listen });
-  if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid}); log: ${config.log.logFile}`);
+  const http = daemon.httpUrl ? `; HTTP on ${daemon.httpUrl}` : '';
+  if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid})${http}; log: ${config.log.logFile}`);
   if (stopRequested) shutdown(stopRequested);
 }
 
 /** A start failure as the user should read it: a port taken names the key that moves it. */
 function explainStartFailure(err: unknown, config: MegaConfig): string {
   const message = err instanceof Error ? err.message : String(err);
-  const code = err instanceof StartupError ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
+  // a failure that already names its key (`[http] listen`) needs no hint about [server]
+  const code = err instanceof StartupError && !/\[\w+\] \w+/.test(message) ? (err.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
   if (code === 'EADDRINUSE') {
     return `${message}. Another process (another ${config.name} daemon?) holds that port: stop it, or change [server] listen[] in ${config.file}`;
   }

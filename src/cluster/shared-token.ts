@@ -222,6 +222,12 @@ export class SharedTokenSource {
     return this._lastError;
   }
 
+  /** When the token this daemon holds expires (ms since the epoch); undefined when none. */
+  get tokenExpiresAt(): number | undefined {
+    const k = this.known;
+    return k === undefined || k.token === this.rejected ? undefined : k.expiresAt;
+  }
+
   /** How long ago the token this daemon holds was obtained (by whichever daemon); undefined when none. */
   get tokenAgeMs(): number | undefined {
     const k = this.known;

@@ -147,6 +147,15 @@ export interface MegaConfig {
     /** @defaultValue 4500 */
     forwardTimeoutMs: number;
   };
+  /** The operations side over HTTP (docs/OPERATIONS.md). */
+  http: {
+    /** @defaultValue 127.0.0.1:9503; undefined: off */
+    listen: ListenAddress | undefined;
+    /** Bearer token of /metrics and /api/v1/. From `MEGA_HTTP_TOKEN`, else the ini. @defaultValue undefined (open; no access-token service) */
+    authToken: string | undefined;
+    tlsCert: string | undefined;
+    tlsKey: string | undefined;
+  };
   receipt: {
     /** Where final states are POSTed. @defaultValue undefined (off) */
     webhookUrl: string | undefined;
@@ -231,6 +240,10 @@ export function parseConfig(name: string, file: string, text: string, env: NodeJ
   const tls = tlsCert && tlsKey ? { cert: tlsCert, key: tlsKey, ca: tlsCa } : undefined;
   if (sections.callback!.listen && !sections.wechat!.token) {
     throw new ConfigError('[wechat] token is required when [callback] listen is set (every request is checked against it)');
+  }
+  const http = sections.http as MegaConfig['http'];
+  if (Boolean(http.tlsCert) !== Boolean(http.tlsKey)) {
+    throw new ConfigError(`[http] ${http.tlsCert ? 'tls_key' : 'tls_cert'} is required when [http] ${http.tlsCert ? 'tls_cert' : 'tls_key'} is set`);
   }
   const js = sections.jetstream as MegaConfig['jetstream'];
   if (Boolean(js.tlsCert) !== Boolean(js.tlsKey)) {

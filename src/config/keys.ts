@@ -8,9 +8,9 @@ import { ConfigError } from '../errors.js';
  * table of docs/CONFIGURATION.md (doc.ts) are both produced from it, so they cannot disagree.
  */
 
-export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'jetstream' | 'ledger' | 'callback' | 'receipt' | 'log';
+export type SectionName = 'server' | 'setting' | 'pdo' | 'wechat' | 'queue' | 'jetstream' | 'ledger' | 'callback' | 'receipt' | 'http' | 'log';
 
-export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'jetstream', 'ledger', 'callback', 'receipt', 'log'];
+export const SECTIONS: readonly SectionName[] = ['server', 'setting', 'pdo', 'wechat', 'queue', 'jetstream', 'ledger', 'callback', 'receipt', 'http', 'log'];
 
 export interface ListenAddress {
   host: string;
@@ -134,6 +134,13 @@ function hostPort(value: string, where: string): ListenAddress {
 
 /** One host:port, or undefined (off) when empty. */
 function optionalListen(raw: unknown, _ctx: KeyContext, where: string): ListenAddress | undefined {
+  const value = single(raw, where);
+  return value ? hostPort(value, where) : undefined;
+}
+
+/** `[http] listen`: 127.0.0.1:9503 when absent; an empty value turns the HTTP side off. */
+function httpListen(raw: unknown, _ctx: KeyContext, where: string): ListenAddress | undefined {
+  if (raw === undefined) return { host: '127.0.0.1', port: 9503 };
   const value = single(raw, where);
   return value ? hostPort(value, where) : undefined;
 }
@@ -333,6 +340,10 @@ export const CONFIG_KEYS: readonly KeySpec[] = [
   { section: 'receipt', key: 'webhook_secret', prop: 'webhookSecret', type: 'text', defaultText: '—', secret: true, env: 'MEGA_WEBHOOK_SECRET', help: 'the HMAC-SHA256 key of `X-Mega-Signature`; without it batches are sent unsigned', parse: (raw, ctx, where) => text(undefined, true)(raw, ctx, where) || undefined },
   { section: 'receipt', key: 'webhook_batch', prop: 'webhookBatch', type: 'whole number 1–1000', defaultText: '`100`', help: 'most events in one POST', parse: int(100, 1, 1000) },
   // ---- [log]
+  { section: 'http', key: 'listen', prop: 'listen', type: 'host:port', defaultText: '`127.0.0.1:9503`', help: 'the operations side over HTTP (docs/OPERATIONS.md): `/metrics`, `/healthz`, `/readyz`, the JSON API under `/api/v1/`. Empty: off. Several daemons on one host need a port each', parse: httpListen },
+  { section: 'http', key: 'auth_token', prop: 'authToken', type: 'text', defaultText: '—', secret: true, env: 'MEGA_HTTP_TOKEN', help: 'the Bearer token `/metrics` and `/api/v1/` want (`Authorization: Bearer <token>`, compared in constant time). Without it they are open to whoever reaches the address, and the access-token service is refused (403)', parse: (raw, ctx, where) => text(undefined, true)(raw, ctx, where) || undefined },
+  { section: 'http', key: 'tls_cert', prop: 'tlsCert', type: 'path', defaultText: '—', help: 'PEM certificate: serve HTTPS (with `tls_key`)', parse: optionalFile() },
+  { section: 'http', key: 'tls_key', prop: 'tlsKey', type: 'path', defaultText: '—', help: 'PEM private key of `tls_cert`', parse: optionalFile() },
   { section: 'log', key: 'log_file', prop: 'logFile', type: 'path', defaultText: '`../logs/<name>.log`', help: 'JSON lines (pino)', parse: file((ctx) => `../logs/${ctx.name}.log`) },
   { section: 'log', key: 'log_level', prop: 'logLevel', type: 'level', defaultText: '`info`', help: "`trace`, `debug`, `info`, `warn`/`warning`, `error`, `fatal` (monolog's `notice`, `critical`, `alert`, `emergency` map to the nearest)", parse: logLevel },
   { section: 'log', key: 'log_prefix', prop: 'logPrefix', type: 'text', defaultText: '`mega`', help: '`name` field of every log line', parse: text('mega') },

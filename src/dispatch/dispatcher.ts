@@ -7,6 +7,7 @@ import { systemClock, type Clock, type DeadLetterSink, type JobFate, type JobMes
 import { Pause, type PauseState, type ServicePause } from './pause.js';
 import { RateLimiter, RateMeter } from './rate.js';
 import { clientMessage, deadLetterOf, giveUp } from './settle.js';
+import type { DispatchMetrics } from '../metrics/index.js';
 
 export interface DispatcherOptions {
   queue: JobQueue;
@@ -40,6 +41,8 @@ export interface DispatcherOptions {
   quotaRetryIntervalMs?: number;
   /** Hears every job's fate; the settled jobs are acknowledged once it has (see OutcomeObserver). */
   observer?: OutcomeObserver;
+  /** Told of every delivery, failure, retry, dead letter and WeChat call duration (Prometheus). @defaultValue none */
+  metrics?: DispatchMetrics;
   /** The quota pause shared with the other daemons of the service (JetStream backend). @defaultValue none: this daemon alone */
   servicePause?: ServicePause;
 }
@@ -333,9 +336,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const finished: Array<{ outcome: JobOutcome; job: TakenJob }> = [];
     const observer = this.options.observer;
     const fates: JobFate[] = [];
+    const metrics = this.options.metrics;
     for (const outcome of outcomes) {
       const job = this.jobs.get(outcome.id);
       if (!job) continue;
+      if (metrics && outcome.ms !== undefined) metrics.wechatCall(outcome.ms / 1000);
       if (this.pause.isProbe(outcome.id)) this.pause.answer(outcome);
       switch (outcome.kind) {
         case OutcomeKind.Ok:
@@ -370,6 +375,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
             finished.push({ outcome: giveUp(outcome, job.attempts), job });
           } else {
             this.scheduleRetry(job);
+            metrics?.retried();
             if (observer) fates.push({ fate: 'retry', outcome, sends: job.sends, payload: job.message.payload });
           }
           break;
@@ -422,6 +428,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       finished = finished.filter(({ job }) => !unrecorded.has(job.message.id));
     }
 
+    const metrics = this.options.metrics;
+    if (err === undefined) metrics?.deadLettered(dead.length);
     const deadIds = observer && dead.length > 0 ? new Set(dead.map((d) => d.id)) : undefined;
     for (const { outcome, job } of finished) {
       this.jobs.delete(outcome.id);
@@ -434,10 +442,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (outcome.kind === OutcomeKind.Ok) {
         this.sent++;
         this.sendRate.record(1, this.clock.now());
+        metrics?.delivered();
       } else {
         this.failed++;
         const code = String(outcome.errcode ?? 'transport');
         this.failedByErrcode[code] = (this.failedByErrcode[code] ?? 0) + 1;
+        metrics?.failed(code);
         this.options.logger.warn(
           { id: outcome.id, openid: outcome.openid, key: outcome.key, errcode: outcome.errcode, errmsg: outcome.errmsg ?? outcome.reason },
           'template message failed',

@@ -53,6 +53,8 @@ export interface JobOutcome {
   msgid?: string;
   /** WeChat's msgid from an errcode 0 answer, its exact digits (they may exceed 2^53). */
   wechatMsgid?: string;
+  /** How long the WeChat call took, ms, timed in the worker thread; absent when no call was made. */
+  ms?: number;
 }
 
 const MSGID_RE = /"msgid"\s*:\s*"?(\d+)/;

@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import {
   FrameDecoder,
@@ -11,6 +10,8 @@ import {
   type Request,
 } from '../protocol/index.js';
 import { BadRequestError, FrameTooLargeError, MegaError, UnknownCommandError } from '../errors.js';
+import type { RequestMetrics } from '../metrics/index.js';
+import { secretsMatch } from '../secret-compare.js';
 
 /** What a connection needs from the daemon; kept narrow so the server can be tested alone. */
 export interface RequestHandler {
@@ -65,14 +66,10 @@ export interface ConnectionOptions {
   idleTimeoutMs: number;
   /** ms a started frame has to arrive completely. */
   frameTimeoutMs: number;
+  /** Told of every answer: command, result code, seconds since the request was read. @defaultValue none */
+  metrics?: RequestMetrics;
 }
 
-/** Compares digests, so neither the length nor the content of the token leaks through timing. */
-function tokenMatches(expected: string, given: string): boolean {
-  const a = createHash('sha256').update(expected).digest();
-  const b = createHash('sha256').update(given).digest();
-  return timingSafeEqual(a, b);
-}
 
 /**
  * One client connection. The decoder is fed whatever the socket delivers; Push, TSet and Query
@@ -166,36 +163,39 @@ export class Connection {
     } catch (err) {
       if (!(err instanceof BadRequestError)) throw err;
     }
-    if (!this.options.authToken || tokenMatches(this.options.authToken, given)) {
+    if (!this.options.authToken || secretsMatch(this.options.authToken, given)) {
       this.authenticated = true;
-      this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.OK, message: '' }));
+      this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.OK, message: '' }), 'auth');
     } else {
       this.logger.warn({ remote: this.remote }, 'authentication failed');
-      this.fatal(ResultCode.UNAUTHORIZED, 'authentication failed', frame.opaque);
+      this.fatal(ResultCode.UNAUTHORIZED, 'authentication failed', frame.opaque, 'auth');
     }
   }
 
   private onFrame(frame: Frame): void {
     if (frame.header === 'auth' || frame.header.startsWith('auth ')) return this.onAuth(frame);
     if (!this.authenticated) {
-      this.fatal(ResultCode.UNAUTHORIZED, 'authentication required: send auth <token> first', frame.opaque);
+      this.fatal(ResultCode.UNAUTHORIZED, 'authentication required: send auth <token> first', frame.opaque, 'invalid');
       return;
     }
+    const started = performance.now();
     let request: Request;
     try {
       request = parseRequest(frame);
     } catch (err) {
       if (err instanceof UnknownCommandError) {
-        this.fatal(ResultCode.INTERNAL, err.message, frame.opaque);
+        this.fatal(ResultCode.INTERNAL, err.message, frame.opaque, 'invalid');
       } else if (err instanceof BadRequestError) {
-        this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.BAD_REQUEST, message: err.message }));
+        // the command is known (only its arguments are wrong): counted under it
+        const command = frame.header.split(' ', 1)[0]!;
+        this.answerInOrder(frame.opaque, Promise.resolve({ code: ResultCode.BAD_REQUEST, message: err.message }), command, started);
       } else {
-        this.fatal(ResultCode.INTERNAL, 'undecodable frame', frame.opaque);
+        this.fatal(ResultCode.INTERNAL, 'undecodable frame', frame.opaque, 'invalid');
       }
       return;
     }
     if (!this.handler.accepting) {
-      this.answerInOrder(request.opaque, Promise.resolve({ code: ResultCode.UNAVAILABLE, message: 'shutting down' }));
+      this.answerInOrder(request.opaque, Promise.resolve({ code: ResultCode.UNAVAILABLE, message: 'shutting down' }), request.kind, started);
       return;
     }
     switch (request.kind) {
@@ -203,13 +203,15 @@ export class Connection {
         this.answerInOrder(
           request.opaque,
           this.handler.push(request).then(() => ({ code: ResultCode.OK, message: '' })),
+          'push',
+          started,
         );
         break;
       case 'tset':
-        this.answerInOrder(request.opaque, this.handler.tset(request.key));
+        this.answerInOrder(request.opaque, this.handler.tset(request.key), 'tset', started);
         break;
       case 'query':
-        this.answerInOrder(request.opaque, this.handler.query(request.msgid));
+        this.answerInOrder(request.opaque, this.handler.query(request.msgid), 'query', started);
         break;
       case 'send': {
         const opaque = request.opaque;
@@ -217,6 +219,7 @@ export class Connection {
         this.handler
           .send(request, (code, message) => {
             if (forget) this.forgetReplies.delete(forget);
+            this.options.metrics?.answered('send', code, (performance.now() - started) / 1000);
             this.write(encodeResult(opaque, code, message));
           })
           .then(
@@ -227,6 +230,7 @@ export class Connection {
             },
             (err: unknown) => {
               const { code, message } = resultFor(err);
+              this.options.metrics?.answered('send', code, (performance.now() - started) / 1000);
               this.write(encodeResult(opaque, code, message));
             },
           );
@@ -235,7 +239,7 @@ export class Connection {
     }
   }
 
-  private answerInOrder(opaque: number, answer: Promise<{ code: number; message: string }>): void {
+  private answerInOrder(opaque: number, answer: Promise<{ code: number; message: string }>, command: string, started = performance.now()): void {
     const slot: OrderedSlot = {};
     this.ordered.push(slot);
     answer
@@ -250,6 +254,7 @@ export class Connection {
         return result;
       })
       .then(({ code, message }) => {
+        this.options.metrics?.answered(command, code, (performance.now() - started) / 1000);
         slot.frame = encodeResult(opaque, code, message);
         this.flushOrdered();
       });
@@ -263,7 +268,8 @@ export class Connection {
   }
 
   /** A result the client must see, then the connection is closed (413, 500). */
-  private fatal(code: number, message: string, opaque = 0): void {
+  private fatal(code: number, message: string, opaque = 0, command = 'invalid'): void {
+    this.options.metrics?.answered(command, code, 0);
     this.logger.warn({ remote: this.remote, code, reason: message }, 'closing client connection after a protocol error');
     this.closing = true;
     this.ordered.push({ frame: encodeResult(opaque, code, message) });

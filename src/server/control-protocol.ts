@@ -49,6 +49,8 @@ export interface DaemonStatus {
   callback: ReceiptsStatus['callback'];
   /** The webhook's outbox and last delivery; null with `[receipt] webhook_url` empty. */
   webhook: ReceiptsStatus['webhook'];
+  /** The HTTP side's base URL (`[http] listen`, with the port it got); null when off. */
+  http?: string | null;
   /** The daemons of the service, its shared pause and rate (JetStream backend); null with the file queue. */
   service?: ServiceStatus | null;
 }

@@ -34,7 +34,10 @@ import {
 import type { RequestHandler } from './connection.js';
 import type { LedgerReader, MessageFilter, MessageRecord, Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { LedgerDisabledError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
+import { LedgerDisabledError, QueueWriteError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
+import { MegaMetrics, type GaugeSnapshot } from '../metrics/index.js';
+import type { AccessTokenAnswer, OpsHttpServer, Readiness } from '../http/index.js';
+import { openOpsHttp, opsPort } from './http-link.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
@@ -62,6 +65,8 @@ export class Daemon implements RequestHandler {
   private callback: CallbackServer | undefined;
   /** The webhook to the backend; undefined with `[receipt] webhook_url` empty. */
   private webhook: WebhookSender | undefined;
+  /** The operations side over HTTP; undefined with `[http] listen` empty. */
+  private http: OpsHttpServer | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -73,7 +78,7 @@ export class Daemon implements RequestHandler {
     private readonly deadLetters: DeadLetterStore,
     private readonly deadLetterLog: DeadLetterLog,
     private readonly tokenClient: WechatClient,
-    private readonly tokens: TokenSource & { readonly tokenAgeMs: number | undefined; readonly fetches: number },
+    private readonly tokens: TokenSource & { readonly tokenAgeMs: number | undefined; readonly tokenExpiresAt: number | undefined; readonly fetches: number },
     private readonly pool: TaskPool,
     private readonly dispatcher: Dispatcher,
     private readonly server: MegaServer,
@@ -184,7 +189,10 @@ export class Daemon implements RequestHandler {
     cleanups.push(() => pool.close());
 
     let daemon: Daemon | undefined;
+    // counted only where someone can scrape them
+    const metrics = config.http.listen ? new MegaMetrics() : undefined;
     const dispatcher = new Dispatcher({
+      metrics,
       queue,
       pool,
       tokens,
@@ -219,6 +227,7 @@ export class Daemon implements RequestHandler {
         authToken: config.server.authToken,
         idleTimeoutMs: config.server.idleTimeout * 1000,
         frameTimeoutMs: config.server.frameTimeout * 1000,
+        metrics,
       },
     });
     const addresses = await step('listen', () => server.listen());
@@ -229,12 +238,20 @@ export class Daemon implements RequestHandler {
       return c;
     });
 
-    const control = new ControlServer(config.server.controlSocket, controlHandlers(() => daemon!), logger);
+    const handlers = controlHandlers(() => daemon!);
+    const control = new ControlServer(config.server.controlSocket, handlers, logger);
     await step('control socket', () => {
       mkdirSync(path.dirname(config.server.controlSocket), { recursive: true });
       return control.listen();
     });
     cleanups.push(() => control.close());
+
+    const http = await step('HTTP side', async () => {
+      if (!metrics) return undefined;
+      const h = await openOpsHttp(config, opsPort(() => daemon, handlers, metrics), logger);
+      if (h) cleanups.push(() => h.close());
+      return h;
+    });
 
     await step('pid file', () => {
       mkdirSync(path.dirname(config.server.pidFile), { recursive: true });
@@ -247,6 +264,8 @@ export class Daemon implements RequestHandler {
     daemon.callback = callback;
     daemon.webhook = webhook;
     daemon.link = link;
+    daemon.http = http;
+    metrics?.setSource(() => daemon!.gauges());
     daemon.replyPrefix = `${member}.`;
     dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
     if (link) {
@@ -274,6 +293,7 @@ export class Daemon implements RequestHandler {
       {
         listen: addresses,
         callback: callback?.address(),
+        http: http?.address(),
         templates: cache.size,
         queued: queue.stats().depth,
         workers: config.setting.taskWorkerNum,
@@ -287,6 +307,14 @@ export class Daemon implements RequestHandler {
 
   get listening(): ListenAddress[] {
     return this.addresses;
+  }
+
+  /** The HTTP side's base URL with the port it got; undefined when `[http] listen` is empty. */
+  get httpUrl(): string | undefined {
+    const a = this.http?.address();
+    if (!a) return undefined;
+    const host = a.address.includes(':') ? `[${a.address}]` : a.address;
+    return `${this.config.http.tlsCert ? 'https' : 'http'}://${host}:${a.port}`;
   }
 
   /**
@@ -307,8 +335,50 @@ export class Daemon implements RequestHandler {
     const msgid = request.msgid ?? this.ids.generate();
     const at = Date.now();
     // msgId: a client's resent Push (same msgid) is stored once by a backend that deduplicates
-    await this.queue.append(encodeJobRecord({ kind: 'push', openid: request.openid, key: request.key, clientMsgId: msgid, body: request.body, at }), { msgId: msgid });
+    await this.appendJob(encodeJobRecord({ kind: 'push', openid: request.openid, key: request.key, clientMsgId: msgid, body: request.body, at }), msgid);
     this.ledger?.queued(msgid, request.openid, request.key, 'push', at);
+  }
+
+  /** The last append that failed, until one succeeds again: /readyz says 503 meanwhile. */
+  private queueWriteError: string | undefined;
+
+  private async appendJob(record: Uint8Array, msgId: string): Promise<void> {
+    try {
+      await this.queue.append(record, { msgId });
+    } catch (err) {
+      if (err instanceof QueueWriteError) this.queueWriteError = err.message;
+      throw err;
+    }
+    this.queueWriteError = undefined;
+  }
+
+  /** For /readyz: 200 while it takes work. */
+  readiness(): Readiness {
+    if (!this.accepting) return { ready: false, reason: 'shutting down' };
+    if (this.queueWriteError !== undefined) return { ready: false, reason: `cannot write the queue: ${this.queueWriteError}` };
+    return { ready: true };
+  }
+
+  /** The token service (GET /api/v1/access-token): the token this daemon sends with, fetched if none is held. */
+  async accessToken(): Promise<AccessTokenAnswer> {
+    const accessToken = await this.tokens.get();
+    return { accessToken, expiresAt: this.tokens.tokenExpiresAt ?? null };
+  }
+
+  /** The levels /metrics reports, read at scrape time. */
+  async gauges(): Promise<GaugeSnapshot> {
+    const q = this.queue.stats();
+    const d = this.dispatcher.stats();
+    const tokenAge = this.tokens.tokenAgeMs;
+    const quota = await this.quota();
+    return {
+      queueDepth: q.depth,
+      queueOldestAgeSeconds: q.oldestEnqueuedAt === undefined ? null : Math.max(0, (Date.now() - q.oldestEnqueuedAt) / 1000),
+      callsInFlight: d.running,
+      paused: d.paused,
+      tokenAgeSeconds: tokenAge === undefined ? null : tokenAge / 1000,
+      quotaRemaining: quota?.remain ?? null,
+    };
   }
 
   async send(request: SendRequest, reply: Reply): Promise<() => void> {
@@ -318,11 +388,11 @@ export class Daemon implements RequestHandler {
     const msgid = request.msgid ?? this.ids.generate();
     const at = Date.now();
     try {
-      await this.queue.append(
+      await this.appendJob(
         encodeJobRecord({ kind: 'send', openid: request.openid, key: request.key, clientMsgId: msgid, replyKey, body: request.body, at }),
         // not the msgid alone: a resent Send waits for its own answer, so it is a job of its own;
         // this id only makes the queue's own retries of this append safe
-        { msgId: `${msgid}/${replyKey}` },
+        `${msgid}/${replyKey}`,
       );
       this.ledger?.queued(msgid, request.openid, request.key, 'send', at);
     } catch (err) {
@@ -487,6 +557,7 @@ export class Daemon implements RequestHandler {
       },
       ledger: this.ledger?.status() ?? null,
       ...receiptsStatus(this.callback, this.webhook),
+      http: this.httpUrl ?? null,
       service: this.link?.status() ?? null,
     };
   }
@@ -552,6 +623,7 @@ export class Daemon implements RequestHandler {
     await this.tokenClient.close();
     await this.store.close();
     this.control.close();
+    await this.http?.close();
     if (runningPid(this.config.server.pidFile) === process.pid) rmSync(this.config.server.pidFile, { force: true });
     this.logger.info({ leftQueued }, 'mega-wechat stopped');
     return { leftQueued };

@@ -121,6 +121,11 @@ export class TokenManager {
     return this.token === undefined ? undefined : this.now() - this.obtainedAt;
   }
 
+  /** When the cached token expires (ms since the epoch: obtained + expires_in); undefined when none is cached. */
+  get tokenExpiresAt(): number | undefined {
+    return this.token === undefined ? undefined : this.expiresAt;
+  }
+
   /** A valid access token: the cached one, or the result of the (single) refresh in progress. */
   get(): Promise<string> {
     const now = this.now();

@@ -44,8 +44,8 @@ export type FromWorkerMessage =
   | { type: FromWorker.Ready }
   /**
    * `delivered`: ids of jobs delivered (errcode 0) with no client waiting, with their
-   * client_msg_ids and WeChat's msgids at the same index ('' when WeChat sent none);
+   * client_msg_ids, WeChat's msgids ('' when WeChat sent none) and call durations (ms) at the same index;
    * `outcomes`: the rest.
    */
-  | { type: FromWorker.Outcomes; delivered: number[]; deliveredMsgids: string[]; deliveredWechat: string[]; outcomes: JobOutcome[] }
+  | { type: FromWorker.Outcomes; delivered: number[]; deliveredMsgids: string[]; deliveredWechat: string[]; deliveredMs: number[]; outcomes: JobOutcome[] }
   | { type: FromWorker.Closed };

@@ -81,11 +81,11 @@ export class TaskPool extends EventEmitter<WorkerPoolEvents & { idle: [] }> impl
           case FromWorker.Outcomes: {
             const outcomes = message.outcomes;
             for (const o of outcomes) slot.inFlight.delete(o.id);
-            const { delivered, deliveredMsgids, deliveredWechat } = message;
+            const { delivered, deliveredMsgids, deliveredWechat, deliveredMs } = message;
             for (let i = 0; i < delivered.length; i++) {
               const id = delivered[i]!;
               slot.inFlight.delete(id);
-              outcomes.push({ id, kind: OutcomeKind.Ok, msgid: deliveredMsgids[i], wechatMsgid: deliveredWechat[i] || undefined });
+              outcomes.push({ id, kind: OutcomeKind.Ok, msgid: deliveredMsgids[i], wechatMsgid: deliveredWechat[i] || undefined, ms: deliveredMs[i] });
             }
             this.emit('outcomes', outcomes);
             if (this.inFlight === 0) this.emit('idle');

@@ -22,6 +22,8 @@ let pending: JobOutcome[] = [];
 let delivered: number[] = [];
 let deliveredMsgids: string[] = [];
 let deliveredWechat: string[] = [];
+/** How long each delivered job's WeChat call took, ms (parallel to `delivered`). */
+let deliveredMs: number[] = [];
 let flushScheduled = false;
 
 function post(message: FromWorkerMessage): void {
@@ -39,10 +41,11 @@ function report(outcome: JobOutcome): void {
   schedule();
 }
 
-function reportDelivered(id: number, msgid: string, wechatMsgid: string): void {
+function reportDelivered(id: number, msgid: string, wechatMsgid: string, ms: number): void {
   delivered.push(id);
   deliveredMsgids.push(msgid);
   deliveredWechat.push(wechatMsgid);
+  deliveredMs.push(ms);
   schedule();
 }
 
@@ -55,10 +58,11 @@ function schedule(): void {
 
 function flush(): void {
   flushScheduled = false;
-  const message: FromWorkerMessage = { type: FromWorker.Outcomes, delivered, deliveredMsgids, deliveredWechat, outcomes: pending };
+  const message: FromWorkerMessage = { type: FromWorker.Outcomes, delivered, deliveredMsgids, deliveredWechat, deliveredMs, outcomes: pending };
   delivered = [];
   deliveredMsgids = [];
   deliveredWechat = [];
+  deliveredMs = [];
   pending = [];
   post(message);
 }
@@ -74,6 +78,7 @@ async function run(job: JobMessage, token: string): Promise<void> {
   let key = '';
   let replyKey: string | undefined;
   let msgid: string | undefined;
+  let started: number | undefined;
   try {
     const record = decodeJobRecord(job.payload);
     openid = record.o;
@@ -97,10 +102,12 @@ async function run(job: JobMessage, token: string): Promise<void> {
     // Always the job's own id: a fixed client_msg_id in a template would make WeChat drop
     // every message after the first as a repeat.
     body.client_msg_id = record.m;
+    started = performance.now();
     const result = await client!.sendTemplate(token, body);
+    const ms = performance.now() - started;
     const kind = classifyErrcode(result.errcode);
     const wechatMsgid = kind === OutcomeKind.Ok ? wechatMsgidOf(result.raw) : undefined;
-    if (kind === OutcomeKind.Ok && replyKey === undefined) return reportDelivered(job.id, record.m, wechatMsgid ?? '');
+    if (kind === OutcomeKind.Ok && replyKey === undefined) return reportDelivered(job.id, record.m, wechatMsgid ?? '', ms);
     report({
       id: job.id,
       kind,
@@ -113,11 +120,13 @@ async function run(job: JobMessage, token: string): Promise<void> {
       replyKey,
       msgid,
       wechatMsgid,
+      ms,
     });
   } catch (err) {
     const reason = scrubSecrets(err instanceof Error ? err.message : String(err));
     const unreachable = err instanceof WechatTransportError && err.kind === 'connection';
-    report({ id: job.id, kind: unreachable ? OutcomeKind.Unreachable : OutcomeKind.Retry, reason, openid, key, replyKey, msgid });
+    const ms = started === undefined ? undefined : performance.now() - started;
+    report({ id: job.id, kind: unreachable ? OutcomeKind.Unreachable : OutcomeKind.Retry, reason, openid, key, replyKey, msgid, ms });
   }
 }
 

@@ -11,18 +11,18 @@ import { repoRoot } from '../protocol/helpers.js';
 
 /** Lowest first. A folder (or top-level file) of src/ may import only from layers below its own, and from itself. */
 export const LAYERS: readonly (readonly string[])[] = [
-  ['errors.ts', 'backoff.ts', 'log'],
-  ['config', 'protocol', 'db', 'queue', 'wechat'],
+  ['errors.ts', 'backoff.ts', 'secret-compare.ts', 'log'],
+  ['config', 'protocol', 'db', 'queue', 'wechat', 'metrics'],
   ['templates', 'jobs', 'client', 'simulator', 'ledger', 'webhook', 'cluster'],
   ['workers', 'tasks', 'callback'],
-  ['dispatch'],
+  ['dispatch', 'http'],
   ['server'],
   ['cli'],
   ['index.ts'],
 ];
 
 /** Folders the daemon process loads: none of them may import the simulator, a test tool. */
-const DAEMON = ['errors.ts', 'backoff.ts', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'cluster', 'callback', 'workers', 'dispatch', 'server'];
+const DAEMON = ['errors.ts', 'backoff.ts', 'secret-compare.ts', 'metrics', 'http', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'cluster', 'callback', 'workers', 'dispatch', 'server'];
 
 export interface ImportEdge {
   from: string;

@@ -1,0 +1,1 @@
+export { MegaMetrics, METRIC_NAMES, PAUSE_REASONS, type DispatchMetrics, type GaugeSnapshot, type GaugeSource, type RequestMetrics } from './metrics.js';
