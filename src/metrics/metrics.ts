@@ -9,6 +9,7 @@
  */
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import { SendHistory } from './send-history.js';
 
 /** What the connection reports for every answered request. */
 export interface RequestMetrics {
@@ -103,6 +104,8 @@ export class MegaMetrics implements RequestMetrics, DispatchMetrics {
   private readonly quotaRemaining = new Gauge({ name: 'mega_quota_remaining', help: "Template messages left in the account's daily quota (quota/get, cached a minute); absent when unknown", registers: [this.registry] });
 
   private source: GaugeSource | undefined;
+  /** The last 15 minutes in 10 s intervals, for the console's chart. */
+  readonly history = new SendHistory(10, 90);
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     // the process's own: CPU, memory, event-loop lag, handles, GC
@@ -127,9 +130,11 @@ export class MegaMetrics implements RequestMetrics, DispatchMetrics {
 
   delivered(): void {
     this.deliveredTotal.inc();
+    this.history.record('sent');
   }
 
   failed(errcode: string): void {
+    this.history.record('failed');
     let child = this.failedChildren.get(errcode);
     if (!child) {
       child = this.failedTotal.labels({ errcode });

@@ -34,10 +34,11 @@ import {
 import type { RequestHandler } from './connection.js';
 import type { LedgerReader, MessageFilter, MessageRecord, Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { LedgerDisabledError, QueueWriteError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
+import { LedgerDisabledError, NotRunningError, QueueWriteError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
 import { MegaMetrics, type GaugeSnapshot } from '../metrics/index.js';
 import type { AccessTokenAnswer, OpsHttpServer, Readiness } from '../http/index.js';
 import { openOpsHttp, opsPort } from './http-link.js';
+import { templateOps } from './template-ops.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
@@ -248,7 +249,12 @@ export class Daemon implements RequestHandler {
 
     const http = await step('HTTP side', async () => {
       if (!metrics) return undefined;
-      const h = await openOpsHttp(config, opsPort(() => daemon, handlers, metrics), logger);
+      const templates = templateOps({ store, cache, tset: async (key) => {
+          if (!daemon) throw new NotRunningError('the daemon is still starting');
+          return daemon.tset(key);
+        },
+        missingVariable: config.setting.missingVariable });
+      const h = await openOpsHttp(config, opsPort({ daemon: () => daemon, handlers, metrics, templates, tasks: undefined }), logger);
       if (h) cleanups.push(() => h.close());
       return h;
     });

@@ -5,7 +5,7 @@
 
 import type { Logger } from 'pino';
 import type { MegaConfig } from '../config/config.js';
-import { OpsHttpServer, type AccessTokenAnswer, type OpsPort, type Readiness } from '../http/index.js';
+import { OpsHttpServer, type AccessTokenAnswer, type OpsPort, type Readiness, type TaskOps, type TemplateOps } from '../http/index.js';
 import type { MegaMetrics } from '../metrics/index.js';
 import { NotRunningError } from '../errors.js';
 import { answerControl, parseControlRequest, type ControlHandlers } from './control-protocol.js';
@@ -16,7 +16,15 @@ export interface HttpLinkDaemon {
   accessToken(): Promise<AccessTokenAnswer>;
 }
 
-export function opsPort(daemon: () => HttpLinkDaemon | undefined, handlers: ControlHandlers, metrics: MegaMetrics): OpsPort {
+export interface OpsPortParts {
+  daemon: () => HttpLinkDaemon | undefined;
+  handlers: ControlHandlers;
+  metrics: MegaMetrics;
+  templates: TemplateOps;
+  tasks: TaskOps | undefined;
+}
+
+export function opsPort({ daemon, handlers, metrics, templates, tasks }: OpsPortParts): OpsPort {
   const running = (): HttpLinkDaemon => {
     const d = daemon();
     if (!d) throw new NotRunningError('the daemon is still starting');
@@ -31,6 +39,9 @@ export function opsPort(daemon: () => HttpLinkDaemon | undefined, handlers: Cont
       return answerControl(handlers, parseControlRequest(request));
     },
     accessToken: () => running().accessToken(),
+    templates,
+    tasks,
+    rateHistory: () => metrics.history.snapshot(),
   };
 }
 
