@@ -10,7 +10,9 @@
  *   --quick              1 run per figure, shorter measurements, 200,000 queued jobs
  *   --runs N             runs per figure (default 3; each figure is the median)
  *   --only LIST          comma-separated subset of: ingest,e2e,send,backlog,receipts; also jetstream (not by
- *                        default; its own NATS servers and report, bench/jetstream.ts)
+ *                        default; its own NATS servers and report, bench/jetstream.ts) and metrics (not by
+ *                        default: end to end with the HTTP side on and scraped against off, bench/metrics.ts,
+ *                        at least 5 runs, --latencies default 50,0, its own report)
  *   --js-daemons LIST    jetstream: daemons per service (default 1,2,3); --js-replicas LIST: 1,3
  *   --messages N         end-to-end messages per run (default 20000)
  *   --e2e-warmup N       end to end: messages sent first, untimed, by the daemon and the bare loop (default 2000)
@@ -65,6 +67,7 @@ import {
   type Settings,
 } from './scenarios.js';
 import { jetstreamBench } from './jetstream.js';
+import { metricsBench, renderMetrics } from './metrics.js';
 import { receiptsRun, type CallbackMode, type ReceiptStore, type ReceiptsRun } from './receipts.js';
 import { renderReport, type BenchResults } from './report.js';
 import { mysqlAvailable, mysqlTestTarget } from '../test/helpers/mysql.js';
@@ -137,7 +140,7 @@ async function main(): Promise<void> {
   const quick = values.quick === true;
   const runs = intOpt('runs', values.runs, quick ? 1 : 3);
   const only = new Set((values.only ?? 'ingest,e2e,send,backlog,receipts').split(',').map((s) => s.trim()));
-  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog', 'receipts', 'jetstream'].includes(o)) throw new Error(`--only: unknown part ${o}`);
+  for (const o of only) if (!['ingest', 'e2e', 'send', 'backlog', 'receipts', 'jetstream', 'metrics'].includes(o)) throw new Error(`--only: unknown part ${o}`);
   const listOpt = <T extends string>(name: string, v: string | undefined, all: readonly T[]): T[] => {
     const xs = (v ?? all.join(',')).split(',').map((x) => x.trim());
     for (const x of xs) if (!all.includes(x as T)) throw new Error(`--${name}: unknown ${x} (one of ${all.join(', ')})`);
@@ -200,6 +203,26 @@ async function main(): Promise<void> {
     durationSeconds: 0,
   };
   log(`mega-wechat bench: ${runs} run(s) per figure; ${results.machine.cores} cores, node ${process.version}; fdatasync ${results.fdatasyncMs.toFixed(2)} ms`);
+
+  if (only.delete('metrics')) {
+    // its own report (bench/results/metrics-<date>.md): the HTTP side on against off, same run
+    const msim = await startSimulator(0);
+    try {
+      const m = await metricsBench(msim, settings, { runs: Math.max(runs, 5), messages: intOpt('messages', values.messages, 10_000), warmup: e2eWarmup, latencies: (values.latencies ?? '50,0').split(',').map((x) => intOpt('latencies', x.trim(), 0, 0)) });
+      const day = startedAt.toISOString().slice(0, 10);
+      const md = `# Mega-WeChat benchmark: the HTTP side's cost — ${day}\n\n- ${results.machine.cores} cores (${results.machine.model}), Node ${results.machine.node}, commit ${results.machine.commit}; task_worker_num ${settings.workers} × task_concurrency ${settings.concurrency}.\n\n${renderMetrics(m)}`;
+      process.stdout.write(md);
+      if (values['no-write'] !== true) {
+        const out = path.join(REPO, 'bench', 'results', `metrics-${day}${quick ? '-quick' : ''}.md`);
+        writeFileSync(out, md);
+        writeFileSync(out.replace(/\.md$/, '.json'), `${JSON.stringify(m, null, 2)}\n`);
+        log(`written: ${out}`);
+      }
+    } finally {
+      await msim.stop();
+    }
+    if (only.size === 0) return;
+  }
 
   if (only.delete('jetstream')) {
     const out = only.size === 0 ? values.out : undefined;

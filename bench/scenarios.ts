@@ -28,6 +28,8 @@ import {
   startDaemon,
   tempDir,
   type CpuReport,
+  type Daemon,
+  type DaemonOptions,
   type Simulator,
 } from './lib/procs.js';
 
@@ -114,10 +116,23 @@ async function waitDelivered(sim: Simulator, target: number, timeoutMs: number, 
 }
 
 /** Push `messages` through a fresh daemon and time until the simulator delivered all of them. */
-export async function e2eDaemonRun(sim: Simulator, s: Settings, o: { latencyMs: number; messages: number; warmup: number }): Promise<E2eRun> {
+export async function e2eDaemonRun(
+  sim: Simulator,
+  s: Settings,
+  o: {
+    latencyMs: number;
+    messages: number;
+    warmup: number;
+    /** More ini keys for the daemon. */
+    extra?: DaemonOptions['extra'];
+    /** Started once the daemon is up (before the warm-up); the function it returns is awaited at the end. */
+    alongside?: (daemon: Daemon) => Promise<() => Promise<void>>;
+  },
+): Promise<E2eRun> {
   await sim.prepare(o.latencyMs);
-  const dir = await prepareDaemonDir({ simUrl: sim.url, fsync: 'always', taskWorkerNum: s.workers, taskConcurrency: s.concurrency });
+  const dir = await prepareDaemonDir({ simUrl: sim.url, fsync: 'always', taskWorkerNum: s.workers, taskConcurrency: s.concurrency, ...(o.extra ? { extra: o.extra } : {}) });
   const daemon = await startDaemon(dir);
+  const stopAlongside = o.alongside ? await o.alongside(daemon) : undefined;
   try {
     await sleep(200); // let the fresh process settle (JIT of start-up code, GC)
     if (o.warmup > 0) {
@@ -155,6 +170,7 @@ export async function e2eDaemonRun(sim: Simulator, s: Settings, o: { latencyMs: 
       maxInFlight: st.maxInFlight,
     };
   } finally {
+    await stopAlongside?.();
     await daemon.stop();
     removeDir(dir.dir);
   }

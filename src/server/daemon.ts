@@ -39,6 +39,7 @@ import { MegaMetrics, type GaugeSnapshot } from '../metrics/index.js';
 import type { AccessTokenAnswer, OpsHttpServer, Readiness } from '../http/index.js';
 import { openOpsHttp, opsPort } from './http-link.js';
 import { templateOps } from './template-ops.js';
+import { TaskService } from './task-service.js';
 
 type PushRequest = Extract<Request, { kind: 'push' }>;
 type SendRequest = Extract<Request, { kind: 'send' }>;
@@ -68,6 +69,8 @@ export class Daemon implements RequestHandler {
   private webhook: WebhookSender | undefined;
   /** The operations side over HTTP; undefined with `[http] listen` empty. */
   private http: OpsHttpServer | undefined;
+  /** Bulk tasks started over HTTP, run in this process; undefined without the HTTP side. */
+  private tasks: TaskService | undefined;
 
   private constructor(
     readonly config: MegaConfig,
@@ -254,9 +257,12 @@ export class Daemon implements RequestHandler {
           return daemon.tset(key);
         },
         missingVariable: config.setting.missingVariable });
-      const h = await openOpsHttp(config, opsPort({ daemon: () => daemon, handlers, metrics, templates, tasks: undefined }), logger);
+      // bulk tasks started from the console run here, as a client of this daemon's own TCP port
+      const tasks = new TaskService({ config, logger, daemonAddress: () => addresses[0]! });
+      cleanups.push(() => tasks.close());
+      const h = await openOpsHttp(config, opsPort({ daemon: () => daemon, handlers, metrics, templates, tasks }), logger);
       if (h) cleanups.push(() => h.close());
-      return h;
+      return h ? { server: h, tasks } : undefined;
     });
 
     await step('pid file', () => {
@@ -270,7 +276,8 @@ export class Daemon implements RequestHandler {
     daemon.callback = callback;
     daemon.webhook = webhook;
     daemon.link = link;
-    daemon.http = http;
+    daemon.http = http?.server;
+    daemon.tasks = http?.tasks;
     metrics?.setSource(() => daemon!.gauges());
     daemon.replyPrefix = `${member}.`;
     dispatcher.on('settled', (s: Settlement) => daemon!.settle(s));
@@ -299,7 +306,7 @@ export class Daemon implements RequestHandler {
       {
         listen: addresses,
         callback: callback?.address(),
-        http: http?.address(),
+        http: http?.server.address(),
         templates: cache.size,
         queued: queue.stats().depth,
         workers: config.setting.taskWorkerNum,
@@ -609,6 +616,8 @@ export class Daemon implements RequestHandler {
 
   private async doStop(): Promise<{ leftQueued: number }> {
     this.logger.info('mega-wechat stopping');
+    // first, while Sends are still answered: its runs end 'stopped', resumable after the restart
+    await this.tasks?.close();
     this.accepting = false;
     this.server.stopListening();
     // receipts still arriving get no answer and WeChat sends them again after the restart

@@ -157,6 +157,36 @@ describe('console API: login, sessions, CSRF, templates', () => {
     assert.ok(sent >= 1, `the pushes delivered so far are in it (${sent})`);
   });
 
+  it('creates a task from an uploaded CSV, runs it to done in the daemon, and serves its failure report', async () => {
+    const { cookie, csrf } = await login();
+    await sim.post('/_sim/config', { failOpenids: [{ pattern: '^oTASKBAD$', errcode: 43004, errmsg: 'require subscribe' }] });
+    const csv = 'openid,name,price\noTASK1,Ann,1\noTASK2,Bo,2\noTASKBAD,Cy,3\n';
+    const bad = await call('POST', '/api/v1/tasks', { cookie, csrf, json: { key: 'console', format: 'csv', content_base64: Buffer.from('openid,name\nnot an openid,Ann\n').toString('base64') } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.error.message, /line 2/);
+    const created = await call('POST', '/api/v1/tasks', { cookie, csrf, json: { key: 'console', name: 'spring sale', format: 'csv', content_base64: Buffer.from(csv).toString('base64'), start: true } });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    assert.equal(created.body.total, 3);
+    const id = created.body.id as number;
+    const done = await eventually(async () => {
+      const t = await call('GET', `/api/v1/tasks/${id}`, { cookie });
+      return t.body.status === 'done' ? t.body : undefined;
+    }, 20000, 'the task done');
+    assert.equal(done.success, 2);
+    assert.equal(done.fail, 1);
+    assert.equal(done.name, 'spring sale');
+    const report = await call('GET', `/api/v1/tasks/${id}/report`, { cookie });
+    assert.equal(report.status, 200);
+    assert.match(report.headers.get('content-type') ?? '', /^text\/csv/);
+    assert.equal(report.body, 'openid,errcode,errmsg\noTASKBAD,43004,require subscribe\n');
+    const sent = (await sim.messages()).filter((m) => m.touser === 'oTASK1' || m.touser === 'oTASK2');
+    assert.equal(sent.length, 2);
+    assert.deepEqual((await call('GET', '/api/v1/tasks', { cookie })).body.map((t: { id: number }) => t.id), [id]);
+    assert.equal((await call('GET', '/api/v1/tasks/999', { cookie })).status, 404);
+    assert.equal((await call('POST', `/api/v1/tasks/${id}/start`, { cookie, csrf })).status, 409, 'a done task does not start again');
+    await sim.post('/_sim/config', { failOpenids: [] });
+  });
+
   // last: it holds this address's logins for a minute
   it('refuses a wrong token, and after 5 failures from one address answers 429 with Retry-After, even for the right token', async () => {
     for (let i = 0; i < 5; i++) assert.equal((await call('POST', '/api/v1/login', { json: { token: `wrong-${i}` } })).status, 401);

@@ -22,7 +22,7 @@ export const LAYERS: readonly (readonly string[])[] = [
 ];
 
 /** Folders the daemon process loads: none of them may import the simulator, a test tool. */
-const DAEMON = ['errors.ts', 'backoff.ts', 'secret-compare.ts', 'metrics', 'http', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'cluster', 'callback', 'workers', 'dispatch', 'server'];
+const DAEMON = ['errors.ts', 'backoff.ts', 'secret-compare.ts', 'metrics', 'http', 'tasks', 'client', 'log', 'config', 'protocol', 'db', 'queue', 'wechat', 'templates', 'jobs', 'ledger', 'webhook', 'cluster', 'callback', 'workers', 'dispatch', 'server'];
 
 export interface ImportEdge {
   from: string;
