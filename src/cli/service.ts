@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { resolveConfigDir, type MegaConfig } from '../config/config.js';
@@ -45,11 +46,11 @@ async function startDetached(name: string, config: MegaConfig, options: StartOpt
     stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
     env: process.env,
   });
-  const outcome = await new Promise<{ ready: boolean; message: string }>((resolve) => {
+  const outcome = await new Promise<{ ready: boolean; message: string; console?: string }>((resolve) => {
     const timer = setTimeout(() => resolve({ ready: false, message: 'did not report ready within 60 s' }), 60000);
-    child.on('message', (m: { ready?: boolean; error?: string; listen?: string }) => {
+    child.on('message', (m: { ready?: boolean; error?: string; listen?: string; console?: string }) => {
       clearTimeout(timer);
-      if (m.ready) resolve({ ready: true, message: m.listen ?? '' });
+      if (m.ready) resolve({ ready: true, message: m.listen ?? '', ...(m.console ? { console: m.console } : {}) });
       else resolve({ ready: false, message: m.error ?? 'unknown error' });
     });
     child.on('exit', (code, signal) => {
@@ -65,10 +66,18 @@ async function startDetached(name: string, config: MegaConfig, options: StartOpt
   child.unref();
   if (!outcome.ready) throw new CliFailure(`cannot start ${name}: ${outcome.message}`);
   say(`${name} started in the background (pid ${child.pid}), listening on ${outcome.message}; log: ${config.log.logFile}`);
+  if (outcome.console) say(outcome.console);
 }
 
 /** Runs the daemon in this process until SIGTERM/SIGINT. */
 async function runForeground(config: MegaConfig, options: StartOptions): Promise<void> {
+  // --demo: the console on at its address (the default one if [http] listen is empty), with a
+  // token made for this run when none is configured: printed once, never written to the log
+  let oneTimeToken: string | undefined;
+  if (options.demo) {
+    oneTimeToken = config.http.authToken === undefined ? randomBytes(18).toString('base64url') : undefined;
+    config = { ...config, http: { ...config.http, listen: config.http.listen ?? { host: '127.0.0.1', port: 9503 }, authToken: config.http.authToken ?? oneTimeToken } };
+  }
   const log = createLogger({ file: config.log.logFile, level: config.log.logLevel, name: config.log.logPrefix });
   const logger = log.logger;
   try {
@@ -77,7 +86,7 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
     const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new CliFailure(`cannot open [log] log_file ${config.log.logFile}: ${reason}`);
   }
-  const report = (message: { ready?: boolean; error?: string; listen?: string }): void => {
+  const report = (message: { ready?: boolean; error?: string; listen?: string; console?: string }): void => {
     if (process.send) {
       process.send(message);
       process.disconnect?.();
@@ -148,9 +157,13 @@ async function runForeground(config: MegaConfig, options: StartOptions): Promise
   }
 
   const listen = daemon.listening.map((a) => `${a.host}:${a.port}`).join(', ');
-  report({ ready: true, listen });
+  const consoleLine = options.demo && daemon.httpUrl
+    ? `console: ${daemon.httpUrl}/ (log in with ${oneTimeToken ? `the one-time token ${oneTimeToken}` : 'your [http] auth_token'})`
+    : undefined;
+  report({ ready: true, listen, ...(consoleLine ? { console: consoleLine } : {}) });
   const http = daemon.httpUrl ? `; HTTP on ${daemon.httpUrl}` : '';
   if (!process.send) say(`${config.name} listening on ${listen} (pid ${process.pid})${http}; log: ${config.log.logFile}`);
+  if (!process.send && consoleLine) say(consoleLine);
   if (stopRequested) shutdown(stopRequested);
 }
 

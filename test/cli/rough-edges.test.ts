@@ -128,8 +128,14 @@ describe('start --demo on ports already taken', () => {
   it('with free ports the sample template is installed after the start and is served at once; Ctrl-C says where the queue is', async () => {
     const simPort = await freePort();
     const env = await setup(`http://127.0.0.1:${simPort}`, { wechat: { app_id: 'wx_demo_app', app_secret: 'demo_secret' } });
-    const fg = await spawnMega(['wechat', 'start', '--foreground', '--demo', '--config-dir', env.configDir], /listening on/);
+    const fg = await spawnMega(['wechat', 'start', '--foreground', '--demo', '--config-dir', env.configDir], /console: .*\n/);
     assert.deepEqual(await templateKeys(env.dbFile), [SAMPLE_TEMPLATE_KEY]);
+    // the console is on, with a token made for this run: it logs in, and it is in no log line
+    const consoleLine = /console: (http:\/\/127\.0\.0\.1:\d+)\/ \(log in with the one-time token ([\w-]{20,})\)/.exec(fg.output());
+    assert.ok(consoleLine, fg.output());
+    const login = await fetch(`${consoleLine[1]}/api/v1/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: consoleLine[2] }) });
+    assert.equal(login.status, 200);
+    assert.equal((await fetch(`${consoleLine[1]}/api/v1/status`)).status, 401, 'the token is required');
     const client = await RawClient.connect(env.port);
     const r = await client.request(encodeSend(1, 'oDemo', SAMPLE_TEMPLATE_KEY, { product: 'tea', price: '1', time: 'now' }), 1);
     assert.equal(r.code, 200, r.message.toString());
@@ -141,6 +147,7 @@ describe('start --demo on ports already taken', () => {
     const code = await stopChild(fg.child, 'SIGINT');
     assert.equal(code, 0);
     assert.ok(fg.output().includes(`wechat stopped; 0 jobs left queued in ${env.queueDir}`), fg.output());
+    assert.ok(!readFileSync(env.logFile, 'utf8').includes(consoleLine[2]!), 'the one-time token never reaches the log');
   });
 });
 
