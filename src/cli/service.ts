@@ -216,6 +216,7 @@ function formatStatus(s: DaemonStatus): string {
     `  pid:              ${s.pid}`,
     `  uptime:           ${s.uptimeSeconds} s`,
     `  listen:           ${s.listen.map((a) => `${a.host}:${a.port}`).join(', ')}`,
+    `  HTTP side:        ${s.http ?? 'off'}`,
     `  connections:      ${s.connections}`,
     `  templates:        ${s.templates}`,
     `  task workers:     ${s.workers}`,

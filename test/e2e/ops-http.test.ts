@@ -26,6 +26,18 @@ const PROTECTED: Array<[string, string]> = [
   ['GET', '/api/v1/messages'],
   ['GET', '/api/v1/messages/some-msgid'],
   ['GET', '/api/v1/access-token'],
+  ['GET', '/api/v1/rate'],
+  ['GET', '/api/v1/templates'],
+  ['GET', '/api/v1/templates/ops'],
+  ['PUT', '/api/v1/templates/ops'],
+  ['DELETE', '/api/v1/templates/ops'],
+  ['POST', '/api/v1/templates/preview'],
+  ['GET', '/api/v1/tasks'],
+  ['POST', '/api/v1/tasks'],
+  ['GET', '/api/v1/tasks/1'],
+  ['POST', '/api/v1/tasks/1/start'],
+  ['POST', '/api/v1/tasks/1/pause'],
+  ['GET', '/api/v1/tasks/1/report'],
   // unknown paths too: without the token nothing tells what exists
   ['GET', '/api/v1/nothing-here'],
 ];
