@@ -101,8 +101,9 @@ describe('HTTP side of a daemon with [http] auth_token', () => {
       assert.equal(res.status, 200);
       assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
       const t = await res.text();
-      return /^mega_messages_delivered_total 1$/m.test(t) ? t : undefined;
-    }, 10000, 'the delivery counted');
+      // the job leaves the queue once the ledger has its state, just after it is counted as delivered
+      return /^mega_messages_delivered_total 1$/m.test(t) && /^mega_queue_depth 0$/m.test(t) ? t : undefined;
+    }, 10000, 'the delivery counted and acknowledged');
     for (const name of METRIC_NAMES) assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
     assert.match(text, /^mega_requests_total\{command="push",code="200"\} 1$/m);
     assert.match(text, /^mega_push_ack_duration_seconds_count 1$/m);
