@@ -8,7 +8,7 @@
  * Latencies: 50 ms (the usual end-to-end figure) and 0 ms (the daemon CPU-bound: the
  * instrumentation weighs most there).
  */
-import { daemonStatus, type Daemon, type Simulator } from './lib/procs.js';
+import { freePort, type Simulator } from './lib/procs.js';
 import { median } from './lib/stats.js';
 import { e2eDaemonRun, type E2eRun, type Settings } from './scenarios.js';
 
@@ -28,10 +28,8 @@ export interface MetricsResults {
 }
 
 /** Scrapes /metrics every second until stopped. */
-async function scraper(daemon: Daemon, counter: { scrapes: number; maxBytes: number }): Promise<() => Promise<void>> {
-  const status = (await daemonStatus(daemon.dir)) as { http?: string | null };
-  const url = `${status.http}/metrics`;
-  if (!status.http) throw new Error('the daemon has no HTTP side');
+async function scraper(port: number, counter: { scrapes: number; maxBytes: number }): Promise<() => Promise<void>> {
+  const url = `http://127.0.0.1:${port}/metrics`;
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
@@ -57,12 +55,14 @@ export async function metricsBench(sim: Simulator, s: Settings, o: { runs: numbe
       // alternated, and which goes first alternates too: drift hits both alike
       const order = i % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const);
       for (const mode of order) {
+        // a port chosen here rather than asked of the daemon: no CLI process next to the run
+        const port = mode === 'on' ? await freePort() : 0;
         const r = await e2eDaemonRun(sim, s, {
           latencyMs,
           messages: o.messages,
           warmup: o.warmup,
-          extra: { http: { listen: mode === 'on' ? '127.0.0.1:0' : '' } },
-          ...(mode === 'on' ? { alongside: (d: Daemon) => scraper(d, c) } : {}),
+          extra: { http: { listen: mode === 'on' ? `127.0.0.1:${port}` : '' } },
+          ...(mode === 'on' ? { alongside: () => scraper(port, c) } : {}),
         });
         c[mode].push(r);
         s.log(`metrics: e2e ${latencyMs} ms, HTTP side ${mode}: ${Math.round(r.rate)} msg/s (${r.seconds.toFixed(2)} s)`);
