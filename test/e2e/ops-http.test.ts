@@ -5,8 +5,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { encodePush } from '../../src/protocol/index.js';
 import { METRIC_NAMES } from '../../src/metrics/index.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
@@ -234,5 +237,42 @@ describe('HTTP side without [http] auth_token', () => {
     );
     assert.match(failed, /\[http\] listen 127\.0\.0\.1:\d+: the port is taken/);
     assert.doesNotMatch(failed, /\[server\] listen/);
+  });
+});
+
+describe('HTTP side over TLS ([http] tls_cert, tls_key)', () => {
+  let stack: Stack;
+  let dir: string;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'mega-http-tls-'));
+    writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    const openssl = (...args: string[]): void => void execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', 'http.key', '-out', 'http.pem');
+    stack = await startStack({
+      templates: { ops: TEMPLATE },
+      ini: { http: { listen: '127.0.0.1:0', auth_token: TOKEN, tls_cert: path.join(dir, 'http.pem'), tls_key: path.join(dir, 'http.key') } },
+    });
+  });
+
+  after(async () => {
+    await stack?.stop();
+  });
+
+  it('serves HTTPS, and the console cookie is Secure', async () => {
+    const m = /HTTP on (https:\/\/127\.0\.0\.1:\d+)/.exec(stack.output());
+    assert.ok(m, stack.output());
+    const dispatcher = new Agent({ connect: { ca: readFileSync(path.join(dir, 'http.pem')) } });
+    try {
+      const h = await undiciFetch(`${m[1]}/healthz`, { dispatcher });
+      assert.equal(h.status, 200);
+      const login = await undiciFetch(`${m[1]}/api/v1/login`, { dispatcher, method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ token: TOKEN }) });
+      assert.equal(login.status, 200);
+      assert.match(login.headers.get('set-cookie') ?? '', /; Secure$/);
+      // plain HTTP to the TLS port: the handshake fails, nothing is served
+      await assert.rejects(fetch(`${m[1].replace('https', 'http')}/healthz`));
+    } finally {
+      await dispatcher.close();
+    }
   });
 });
