@@ -88,6 +88,13 @@ describe('disk full: 503 and no loss', { skip }, () => {
     rmSync(root, { recursive: true, force: true });
   });
 
+  /** The daemon's HTTP side (its start line names it). */
+  function httpUrl(): string {
+    const m = /HTTP on (http:\/\/[^;\s]+)/.exec(daemon.output());
+    assert.ok(m, daemon.output());
+    return m[1]!;
+  }
+
   /** One push, answered before the next is sent (so each append is a batch of its own). */
   async function push(client: RawClient, openid = `oD${n}`, msgid: string | undefined = n % 4 === 0 ? `dm-${n}` : undefined): Promise<PushRecord> {
     const i = n++;
@@ -141,6 +148,11 @@ describe('disk full: 503 and no loss', { skip }, () => {
     }
     assert.equal(client.closed, false, 'the connection stays usable');
     assert.ok(isAlive(daemon.child), 'the daemon stays up');
+    // a load balancer's readiness probe stops sending work here meanwhile; liveness stays good
+    const ready = await fetch(`${httpUrl()}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.match(((await ready.json()) as { error: { message: string } }).error.message, /cannot write the queue: .*ENOSPC/);
+    assert.equal((await fetch(`${httpUrl()}/healthz`)).status, 200);
     // and a new connection is served too
     const other = await RawClient.connect(daemon.port);
     assert.equal((await push(other)).code, 503);
@@ -172,6 +184,7 @@ describe('disk full: 503 and no loss', { skip }, () => {
       const rec = await push(client);
       assert.equal(rec.code, 200, `push ${i} after room was made: ${rec.code} ${rec.message}`);
     }
+    assert.equal((await fetch(`${httpUrl()}/readyz`)).status, 200, 'ready again after a successful append');
     client.close();
   });
 
