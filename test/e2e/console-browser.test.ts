@@ -12,6 +12,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { encodePush } from '../../src/protocol/index.js';
 import { APP_ID, APP_SECRET, eventually, startSimulator, startStack, type SimulatorHandle, type Stack } from '../helpers/stack.js';
 import { runMega } from '../helpers/processes.js';
+import { natsAvailable, startNats, type NatsCluster } from '../helpers/nats.js';
 
 const CHROMIUM = process.env.MEGA_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const TOKEN = 'browser-test-token-71ab';
@@ -223,6 +224,47 @@ if (!existsSync(CHROMIUM)) {
       assert.deepEqual(dialogs, []);
       const csp = (await (await fetch(`${base}/`)).headers.get('content-security-policy')) ?? '';
       assert.match(csp, /script-src 'self'/);
+    });
+  });
+}
+
+if (existsSync(CHROMIUM) && natsAvailable()) {
+  describe('web console in a browser, JetStream backend', () => {
+    let nats: NatsCluster;
+    let stack: Stack;
+    let browser: Browser;
+
+    before(async () => {
+      mkdirSync(OUT, { recursive: true });
+      nats = await startNats();
+      stack = await startStack({
+        templates: { order: TEMPLATE },
+        ini: { http: { listen: '127.0.0.1:0', auth_token: TOKEN }, queue: { backend: 'jetstream' }, jetstream: { servers: nats.servers } },
+      });
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+      });
+    });
+
+    after(async () => {
+      await browser?.close();
+      await stack?.stop();
+      await nats?.stop();
+    });
+
+    it('shows the members of the service on the overview', async () => {
+      const base = /HTTP on (http:\/\/[^;\s]+)/.exec(stack.output())![1]!;
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`${base}/`);
+      await page.fill('#login-token', TOKEN);
+      await page.click('#login-button');
+      await page.waitForSelector('#view[data-route="overview"]');
+      const row = page.locator('#members-table [data-member-id]');
+      await row.first().waitFor();
+      assert.equal(await row.count(), 1);
+      assert.ok(((await row.first().textContent()) ?? '').includes(String(stack.daemon.pid)), 'the member row names this daemon');
+      await page.screenshot({ path: path.join(OUT, 'overview-jetstream.png'), fullPage: true });
     });
   });
 }
