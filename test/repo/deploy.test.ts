@@ -10,26 +10,13 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from '../helpers/paths.js';
+import { METRIC_NAMES } from '../../src/metrics/index.js';
 
 const DEPLOY = path.join(REPO_ROOT, 'deploy');
 const read = (rel: string): string => readFileSync(path.join(DEPLOY, rel), 'utf8');
 
-/** The daemon's own metrics (src/metrics/metrics.ts); nothing in deploy/ may use another mega_ name. */
-const METRICS = [
-  'mega_requests_total',
-  'mega_messages_delivered_total',
-  'mega_messages_failed_total',
-  'mega_retries_total',
-  'mega_dead_letters_total',
-  'mega_queue_depth',
-  'mega_queue_oldest_age_seconds',
-  'mega_wechat_calls_in_flight',
-  'mega_wechat_request_duration_seconds',
-  'mega_push_ack_duration_seconds',
-  'mega_dispatch_paused',
-  'mega_access_token_age_seconds',
-  'mega_quota_remaining',
-];
+/** The daemon's own metrics: nothing in deploy/ may use another mega_ name. */
+const METRICS: readonly string[] = METRIC_NAMES;
 
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
