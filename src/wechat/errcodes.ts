@@ -17,6 +17,10 @@ export const ERRCODE = {
   IP_NOT_WHITELISTED: 40164,
   ACCESS_TOKEN_EXPIRED: 42001,
   REQUIRE_SUBSCRIBE: 43004,
+  /** Subscribe sending: the user refused, unsubscribed, or used up a one-time subscription. Permanent. */
+  USER_REFUSED: 43101,
+  /** Subscribe sending: `page` is not a page of the mini program. Permanent. */
+  INVALID_PAGE: 41030,
   DAILY_QUOTA_REACHED: 45009,
   TOO_FREQUENT_FOR_USER: 43117,
   DATA_FORMAT_ERROR: 47001,
@@ -38,6 +42,8 @@ const ERRMSG: Record<number, string> = {
   [ERRCODE.IP_NOT_WHITELISTED]: 'invalid ip, not in whitelist',
   [ERRCODE.ACCESS_TOKEN_EXPIRED]: 'access_token expired',
   [ERRCODE.REQUIRE_SUBSCRIBE]: 'require subscribe',
+  [ERRCODE.USER_REFUSED]: 'user refuse to accept the msg',
+  [ERRCODE.INVALID_PAGE]: 'invalid page',
   [ERRCODE.DAILY_QUOTA_REACHED]: 'reach max api daily quota limit',
   [ERRCODE.TOO_FREQUENT_FOR_USER]: 'too frequent for this user',
   [ERRCODE.DATA_FORMAT_ERROR]: 'data format error',
