@@ -6,6 +6,9 @@
 export {
   WechatSimulator,
   validateConfigPatch,
+  MESSAGE_KIND_PATHS,
+  MINIPROGRAM_STATES,
+  SUBSCRIBE_LANGS,
   SIMULATOR_DEFAULT_APP_ID,
   SIMULATOR_DEFAULT_APP_SECRET,
 } from './simulator.js';
@@ -17,8 +20,13 @@ export type {
   SimulatorStats,
   ReceivedMessage,
   FailOpenidRule,
+  MessageKind,
+  KindStats,
+  PrivateTemplate,
+  SubscribeTemplate,
+  SimulatorAccount,
 } from './simulator.js';
-export { ReceiptPusher, receiptXml } from './receipts.js';
+export { ReceiptPusher, receiptXml, subscribeSentXml, subscribePopupXml, subscribeChangeXml } from './receipts.js';
 export type {
   DeliveredMessage,
   ReceiptPush,
@@ -32,6 +40,10 @@ export type {
   DuplicateInput,
   UnknownMsgidInput,
   RawPushInput,
+  SubscribeStatus,
+  SubscribeChoice,
+  SubscribePopupInput,
+  SubscribeChangeInput,
 } from './receipts.js';
 export {
   RECEIPT_STATUSES,

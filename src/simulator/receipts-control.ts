@@ -20,6 +20,8 @@ const ACTIONS: Record<string, { fields: string[]; run: PushAction }> = {
   duplicate: { fields: ['of'], run: (p, i) => p.pushDuplicate(i) },
   'unknown-msgid': { fields: ['msgid', 'openid', 'status'], run: (p, i) => p.pushUnknownMsgid(i) },
   raw: { fields: ['method', 'query', 'body', 'encrypt'], run: (p, i) => p.pushRaw(i) },
+  'subscribe-popup': { fields: ['openid', 'list', 'popupScene'], run: (p, i) => p.pushSubscribePopup(i as never) },
+  'subscribe-change': { fields: ['openid', 'list'], run: (p, i) => p.pushSubscribeChange(i as never) },
 };
 
 const INTEGER_FIELDS = new Set(['msgid', 'of']);

@@ -4,7 +4,9 @@
  * signed, in safe mode encrypted, and retried with the same timestamp, nonce and body when it gets
  * no answer in time. The pusher does the same, records every push exactly (the record the
  * daemon's ledger is compared against), and offers the misbehaviours a receiver must survive:
- * bad signatures, replays, duplicates, unknown MsgIDs, and arbitrary signed requests.
+ * bad signatures, replays, duplicates, unknown MsgIDs, and arbitrary signed requests. For the
+ * subscribe endpoints it pushes `subscribe_msg_sent_event` after an accepted send, and on request
+ * the user's `subscribe_msg_popup_event` and `subscribe_msg_change_event`.
  * Formats: docs/CALLBACK.md; settings, endpoints and record: docs/SIMULATOR.md.
  */
 import { randomInt } from 'node:crypto';
@@ -21,7 +23,16 @@ export interface DeliveredMessage {
   acceptedAt: number;
 }
 
-export type ReceiptPushKind = 'receipt' | 'bad-signature' | 'replay' | 'duplicate' | 'unknown-msgid' | 'raw';
+export type ReceiptPushKind =
+  | 'receipt'
+  | 'bad-signature'
+  | 'replay'
+  | 'duplicate'
+  | 'unknown-msgid'
+  | 'raw'
+  | 'subscribe-sent'
+  | 'subscribe-popup'
+  | 'subscribe-change';
 /** `answered`: HTTP 200 with `success` or an empty body; `rejected`: any other answer; `failed`: no answer in any attempt. */
 export type ReceiptOutcome = 'pending' | 'answered' | 'rejected' | 'failed' | 'cancelled';
 
@@ -144,6 +155,28 @@ export interface RawPushInput {
   encrypt?: boolean;
 }
 
+/** A user's choice for one template, as WeChat spells it in SubscribeStatusString. */
+export type SubscribeStatus = 'accept' | 'reject';
+
+export interface SubscribeChoice {
+  templateId: string;
+  status: SubscribeStatus;
+}
+
+export interface SubscribePopupInput {
+  openid: string;
+  /** One entry per template of the popup (WeChat's `List` elements). */
+  list: SubscribeChoice[];
+  /** 0: a mini program page; 1: an Official Account's H5 page; 2: an Official Account's text message. @defaultValue 0 */
+  popupScene?: number;
+}
+
+export interface SubscribeChangeInput {
+  openid: string;
+  /** WeChat pushes only `reject` today. @defaultValue each entry's status 'reject' */
+  list: { templateId: string; status?: SubscribeStatus }[];
+}
+
 const ANSWER_CHARS = 4096;
 const UNKNOWN_MSGID_BASE = 9_000_000_000;
 
@@ -159,6 +192,61 @@ export function receiptXml(toUserName: string, openid: string, createTime: numbe
     `<CreateTime>${createTime}</CreateTime><MsgType>${cdata('event')}</MsgType>` +
     `<Event>${cdata('TEMPLATESENDJOBFINISH')}</Event><MsgID>${msgid}</MsgID><Status>${cdata(status)}</Status></xml>`
   );
+}
+
+/** The plaintext `subscribe_msg_sent_event` WeChat pushes after it delivered a subscribe message. */
+export function subscribeSentXml(toUserName: string, openid: string, createTime: number, templateId: string, msgid: number): string {
+  return (
+    subscribeHead(toUserName, openid, createTime, 'subscribe_msg_sent_event') +
+    `<SubscribeMsgSentEvent><List><TemplateId>${cdata(templateId)}</TemplateId><MsgID>${msgid}</MsgID>` +
+    `<ErrorCode>0</ErrorCode><ErrorStatus>${cdata('success')}</ErrorStatus></List></SubscribeMsgSentEvent></xml>`
+  );
+}
+
+/** The plaintext `subscribe_msg_popup_event`: what the user chose in a subscription popup. */
+export function subscribePopupXml(toUserName: string, openid: string, createTime: number, list: SubscribeChoice[], popupScene: number): string {
+  const items = list
+    .map(
+      (c) =>
+        `<List><TemplateId>${cdata(c.templateId)}</TemplateId><SubscribeStatusString>${cdata(c.status)}</SubscribeStatusString>` +
+        `<PopupScene>${popupScene}</PopupScene></List>`,
+    )
+    .join('');
+  return `${subscribeHead(toUserName, openid, createTime, 'subscribe_msg_popup_event')}<SubscribeMsgPopupEvent>${items}</SubscribeMsgPopupEvent></xml>`;
+}
+
+/** The plaintext `subscribe_msg_change_event`: the user changed a subscription in the notification settings. */
+export function subscribeChangeXml(toUserName: string, openid: string, createTime: number, list: SubscribeChoice[]): string {
+  const items = list
+    .map((c) => `<List><TemplateId>${cdata(c.templateId)}</TemplateId><SubscribeStatusString>${cdata(c.status)}</SubscribeStatusString></List>`)
+    .join('');
+  return `${subscribeHead(toUserName, openid, createTime, 'subscribe_msg_change_event')}<SubscribeMsgChangeEvent>${items}</SubscribeMsgChangeEvent></xml>`;
+}
+
+function subscribeHead(toUserName: string, openid: string, createTime: number, event: string): string {
+  return (
+    `<xml><ToUserName>${cdata(toUserName)}</ToUserName><FromUserName>${cdata(openid)}</FromUserName>` +
+    `<CreateTime>${createTime}</CreateTime><MsgType>${cdata('event')}</MsgType><Event>${cdata(event)}</Event>`
+  );
+}
+
+function checkChoices(list: unknown, defaultStatus: SubscribeStatus | undefined): SubscribeChoice[] {
+  if (!Array.isArray(list) || list.length === 0) throw new TypeError('list must be a non-empty array of {templateId, status}');
+  return list.map((e: unknown, i) => {
+    const c = e as { templateId?: unknown; status?: unknown } | null;
+    if (c === null || typeof c !== 'object' || typeof c.templateId !== 'string' || c.templateId === '') {
+      throw new TypeError(`list[${i}].templateId must be a non-empty string`);
+    }
+    for (const k of Object.keys(c)) if (k !== 'templateId' && k !== 'status') throw new TypeError(`list[${i}] has an unknown field ${JSON.stringify(k)}`);
+    const status = c.status ?? defaultStatus;
+    if (status !== 'accept' && status !== 'reject') throw new TypeError(`list[${i}].status must be "accept" or "reject"`);
+    return { templateId: c.templateId, status };
+  });
+}
+
+function checkOpenid(v: unknown): string {
+  if (typeof v !== 'string' || v === '') throw new TypeError('openid must be a non-empty string');
+  return v;
 }
 
 /**
@@ -281,6 +369,47 @@ export class ReceiptPusher {
       fire();
     }, cfg.delayMs);
     this.scheduled.add(timer);
+  }
+
+  /** Called for every accepted subscribe send: schedules its `subscribe_msg_sent_event` when a URL is set. */
+  subscribeSent(m: DeliveredMessage, templateId: string): void {
+    if (this.closed || this.cfg.url === null) return;
+    const cfg = this.cfg;
+    const fire = (): void => {
+      const xml = subscribeSentXml(cfg.toUserName, m.openid, Math.floor(m.acceptedAt / 1000), templateId, m.msgid);
+      const wire = this.wire(cfg, 'POST', { openid: m.openid }, xml, cfg.encodingAesKey !== null);
+      void this.start('subscribe-sent', 'delivery', cfg, wire, m, null, null);
+    };
+    if (cfg.delayMs <= 0) return fire();
+    this.st.scheduled++;
+    const timer = setTimeout(() => {
+      this.scheduled.delete(timer);
+      this.st.scheduled--;
+      fire();
+    }, cfg.delayMs);
+    this.scheduled.add(timer);
+  }
+
+  /** The user's choices in a subscription popup, now. */
+  pushSubscribePopup(input: SubscribePopupInput): Promise<ReceiptPush> {
+    const cfg = this.ready();
+    const openid = checkOpenid(input.openid);
+    const list = checkChoices(input.list, undefined);
+    const scene = input.popupScene ?? 0;
+    if (!Number.isInteger(scene) || scene < 0) throw new TypeError('popupScene must be a non-negative integer');
+    const xml = subscribePopupXml(cfg.toUserName, openid, Math.floor(Date.now() / 1000), list, scene);
+    const wire = this.wire(cfg, 'POST', { openid }, xml, cfg.encodingAesKey !== null);
+    return this.start('subscribe-popup', 'control', cfg, wire, { ...NO_META, openid }, null, null);
+  }
+
+  /** A change the user made to subscriptions in the notification settings (WeChat: rejections only), now. */
+  pushSubscribeChange(input: SubscribeChangeInput): Promise<ReceiptPush> {
+    const cfg = this.ready();
+    const openid = checkOpenid(input.openid);
+    const list = checkChoices(input.list, 'reject');
+    const xml = subscribeChangeXml(cfg.toUserName, openid, Math.floor(Date.now() / 1000), list);
+    const wire = this.wire(cfg, 'POST', { openid }, xml, cfg.encodingAesKey !== null);
+    return this.start('subscribe-change', 'control', cfg, wire, { ...NO_META, openid }, null, null);
   }
 
   /** A correct receipt for an accepted msgid, now. */

@@ -11,6 +11,12 @@
  *   one (the old one keeps its own expiry); `force_refresh: true` revokes every earlier token.
  * - `POST /cgi-bin/message/template/send?access_token=..` — validates, de-duplicates `client_msg_id`
  *   within 10 minutes, records every request.
+ * - `POST /cgi-bin/message/subscribe/bizsend?access_token=..` (an Official Account's subscription
+ *   notification) and `POST /cgi-bin/message/subscribe/send?access_token=..` (a mini program's
+ *   subscribe message) — the same faults and record; typed `data` checked by
+ *   ../wechat/subscribe-rules.ts; no `client_msg_id` de-duplication (WeChat has none there).
+ * - `GET /cgi-bin/template/get_all_private_template` and `GET /wxaapi/newtmpl/gettemplate` — the
+ *   template lists of the config keys `privateTemplates` and `subscribeTemplates`.
  * - `POST /cgi-bin/openapi/quota/get?access_token=..` `{cgi_path}`.
  *
  * Control endpoints (JSON): `GET /_sim/messages[?since=N]`, `GET /_sim/stats`, `GET /_sim/config`,
@@ -31,6 +37,41 @@ import { receiptsControl } from './receipts-control.js';
 /** Default credentials the simulator accepts when none are given. */
 export const SIMULATOR_DEFAULT_APP_ID = 'wx00000000simulator';
 export const SIMULATOR_DEFAULT_APP_SECRET = 'simulator-app-secret-0123456789';
+
+/** The three send endpoints: template/send, subscribe/bizsend, subscribe/send (same names as ../wechat/kinds.ts). */
+export type MessageKind = 'template' | 'subscribe' | 'miniprogram';
+
+export const MESSAGE_KIND_PATHS: Readonly<Record<MessageKind, string>> = {
+  template: '/cgi-bin/message/template/send',
+  subscribe: '/cgi-bin/message/subscribe/bizsend',
+  miniprogram: '/cgi-bin/message/subscribe/send',
+};
+
+/** `miniprogram_state` and `lang` values WeChat accepts on the subscribe endpoints. */
+export const MINIPROGRAM_STATES = ['developer', 'trial', 'formal'] as const;
+export const SUBSCRIBE_LANGS = ['zh_CN', 'en_US', 'zh_HK', 'zh_TW'] as const;
+
+/** One entry of `get_all_private_template`'s `template_list` (an Official Account's template messages). */
+export interface PrivateTemplate {
+  template_id: string;
+  title: string;
+  primary_industry: string;
+  deputy_industry: string;
+  /** e.g. `{{first.DATA}}\n商品：{{keyword1.DATA}}\n{{remark.DATA}}` */
+  content: string;
+  example: string;
+}
+
+/** One entry of `wxaapi/newtmpl/gettemplate`'s `data` (subscription templates). */
+export interface SubscribeTemplate {
+  priTmplId: string;
+  title: string;
+  /** e.g. `商品名称:{{thing1.DATA}}\n金额:{{amount2.DATA}}` */
+  content: string;
+  example: string;
+  /** 2 = one-time subscription, 3 = long-term. */
+  type: 2 | 3;
+}
 
 /** A permanent error for every send whose `touser` matches `pattern` (a RegExp source). */
 export interface FailOpenidRule {
@@ -55,15 +96,23 @@ export interface SimulatorFaults {
   quotaAfter: number | null;
   /** Token endpoints answer this errcode (e.g. 40164 IP not whitelisted). `null` = normal. */
   tokenErrcode: number | null;
+  /** Subscribe sends (bizsend, subscribe/send) to openids matching one of these RegExp sources answer 43101. */
+  refusedOpenids: string[];
+}
+
+/** What the account holds: the answers of the template list endpoints. */
+export interface SimulatorAccount {
+  privateTemplates: PrivateTemplate[];
+  subscribeTemplates: SubscribeTemplate[];
 }
 
 /** What `configure()` and `POST /_sim/config` accept. */
-export type SimulatorConfigPatch = Partial<SimulatorFaults & { latencyMs: number; dailyLimit: number }> & {
+export type SimulatorConfigPatch = Partial<SimulatorFaults & SimulatorAccount & { latencyMs: number; dailyLimit: number }> & {
   /** Merged into the current receipt settings (only the keys given change). */
   receipts?: ReceiptsPatch;
 };
 
-export interface SimulatorOptions extends Partial<Omit<SimulatorFaults, 'expireTokenNow'>> {
+export interface SimulatorOptions extends Partial<Omit<SimulatorFaults, 'expireTokenNow'>>, Partial<SimulatorAccount> {
   /** @defaultValue '127.0.0.1' */
   host?: string;
   /** 0 = a random free port. @defaultValue 0 */
@@ -92,6 +141,8 @@ export interface ReceivedMessage {
   index: number;
   /** Arrival time, ms since the epoch. */
   receivedAt: number;
+  /** The endpoint: template/send (`template`), subscribe/bizsend (`subscribe`), subscribe/send (`miniprogram`). */
+  kind: MessageKind;
   touser?: string;
   template_id?: string;
   client_msg_id?: string;
@@ -111,8 +162,11 @@ export interface ReceivedMessage {
 export interface SimulatorStats {
   /** Requests to /cgi-bin/token and /cgi-bin/stable_token. */
   tokenRequests: number;
+  /** Requests to the three send endpoints (`byKind` has them apart). */
   sendRequests: number;
   quotaRequests: number;
+  /** Requests to the two template list endpoints. */
+  templateListRequests: number;
   /** Unique deliveries (errcode 0, not a duplicate). */
   delivered: number;
   /** Sends answered ok without delivering because their client_msg_id was already delivered. */
@@ -126,9 +180,17 @@ export interface SimulatorStats {
   /** Send requests received and not yet answered/closed. */
   inFlight: number;
   maxInFlight: number;
+  /** Per endpoint: requests, answers with errcode 0 (duplicates included), unique deliveries. */
+  byKind: Record<MessageKind, KindStats>;
 }
 
-interface FaultConfig extends SimulatorFaults {
+export interface KindStats {
+  requests: number;
+  ok: number;
+  delivered: number;
+}
+
+interface FaultConfig extends SimulatorFaults, SimulatorAccount {
   latencyMs: number;
   dailyLimit: number;
 }
@@ -146,13 +208,20 @@ const FAULT_KEYS = [
   'hangBurst',
   'quotaAfter',
   'tokenErrcode',
+  'refusedOpenids',
+  'privateTemplates',
+  'subscribeTemplates',
   'latencyMs',
   'dailyLimit',
   'receipts',
 ] as const;
 
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
-const SEND_PATH = '/cgi-bin/message/template/send';
+const KIND_OF_PATH = new Map<string, MessageKind>(
+  (Object.entries(MESSAGE_KIND_PATHS) as [MessageKind, string][]).map(([k, p]) => [p, k]),
+);
+const PRIVATE_TEMPLATES_PATH = '/cgi-bin/template/get_all_private_template';
+const SUBSCRIBE_TEMPLATES_PATH = '/wxaapi/newtmpl/gettemplate';
 const TOKEN_OVERLAP_MS = 300_000;
 const MAX_TOKENS_KEPT = 10_000;
 
@@ -162,6 +231,25 @@ interface CompiledRule extends FailOpenidRule {
 
 function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v);
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** A list of objects with exactly the string fields `fields` (and `extra` checked apart); throws TypeError naming the entry. */
+function checkObjects<T>(key: string, v: unknown, fields: readonly string[], extra: Record<string, (x: unknown) => boolean> = {}): T[] {
+  const shape = `{${[...fields.map((f) => `${f}: string`), ...Object.keys(extra)].join(', ')}}`;
+  if (!Array.isArray(v)) throw new TypeError(`${key} must be an array of ${shape}`);
+  return v.map((e: unknown, i) => {
+    if (!isPlainObject(e)) throw new TypeError(`${key}[${i}] must be ${shape}`);
+    for (const f of Object.keys(e)) {
+      if (!fields.includes(f) && !(f in extra)) throw new TypeError(`${key}[${i}] has an unknown field ${JSON.stringify(f)}`);
+    }
+    for (const f of fields) if (typeof e[f] !== 'string') throw new TypeError(`${key}[${i}].${f} must be a string`);
+    for (const [f, ok] of Object.entries(extra)) if (!ok(e[f])) throw new TypeError(`${key}[${i}].${f} is missing or invalid`);
+    return { ...e } as T;
+  });
 }
 
 function checkNonNegInt(key: string, v: unknown): number {
@@ -240,6 +328,34 @@ export function validateConfigPatch(patch: unknown): SimulatorConfigPatch {
         out.hangBurst = { count: checkNonNegInt('hangBurst.count', b.count) };
         break;
       }
+      case 'refusedOpenids': {
+        if (!Array.isArray(v)) throw new TypeError('refusedOpenids must be an array of regular expressions (strings)');
+        out.refusedOpenids = v.map((pattern: unknown, i) => {
+          if (typeof pattern !== 'string') throw new TypeError(`refusedOpenids[${i}] must be a string`);
+          try {
+            new RegExp(pattern);
+          } catch {
+            throw new TypeError(`refusedOpenids[${i}] is not a valid regular expression`);
+          }
+          return pattern;
+        });
+        break;
+      }
+      case 'privateTemplates':
+        out.privateTemplates = checkObjects<PrivateTemplate>('privateTemplates', v, [
+          'template_id',
+          'title',
+          'primary_industry',
+          'deputy_industry',
+          'content',
+          'example',
+        ]);
+        break;
+      case 'subscribeTemplates':
+        out.subscribeTemplates = checkObjects<SubscribeTemplate>('subscribeTemplates', v, ['priTmplId', 'title', 'content', 'example'], {
+          type: (x) => x === 2 || x === 3,
+        });
+        break;
       case 'failOpenids': {
         if (!Array.isArray(v)) throw new TypeError('failOpenids must be an array of {pattern, errcode, errmsg?}');
         out.failOpenids = v.map((r: unknown, i) => {
@@ -271,6 +387,7 @@ function emptyStats(): SimulatorStats {
     tokenRequests: 0,
     sendRequests: 0,
     quotaRequests: 0,
+    templateListRequests: 0,
     delivered: 0,
     duplicates: 0,
     byErrcode: {},
@@ -278,6 +395,11 @@ function emptyStats(): SimulatorStats {
     hung: 0,
     inFlight: 0,
     maxInFlight: 0,
+    byKind: {
+      template: { requests: 0, ok: 0, delivered: 0 },
+      subscribe: { requests: 0, ok: 0, delivered: 0 },
+      miniprogram: { requests: 0, ok: 0, delivered: 0 },
+    },
   };
 }
 
@@ -334,6 +456,35 @@ function parseJsonObject(text: string): Record<string, unknown> | undefined {
   }
 }
 
+/**
+ * The checks of a subscribe send's body after touser and template_id: `data` and the jump fields
+ * malformed → 47001; a `miniprogram_state` or `lang` WeChat does not know, or a `data` value
+ * breaking its key's type rule → 47003 naming the field as WeChat does. `null` when it passes.
+ */
+function checkSubscribeBody(kind: Exclude<MessageKind, 'template'>, body: Record<string, unknown>): { errcode: number; errmsg?: string } | null {
+  const data = body['data'];
+  if (!isPlainObject(data) || Object.keys(data).length === 0) return { errcode: ERRCODE.DATA_FORMAT_ERROR };
+  for (const v of Object.values(data)) {
+    if (!isPlainObject(v) || !('value' in v)) return { errcode: ERRCODE.DATA_FORMAT_ERROR };
+  }
+  if (body['page'] !== undefined && typeof body['page'] !== 'string') return { errcode: ERRCODE.DATA_FORMAT_ERROR };
+  if (kind === 'subscribe' && body['miniprogram'] !== undefined) {
+    const mp = body['miniprogram'];
+    if (!isPlainObject(mp) || typeof mp['appid'] !== 'string' || (mp['pagepath'] !== undefined && typeof mp['pagepath'] !== 'string')) {
+      return { errcode: ERRCODE.DATA_FORMAT_ERROR };
+    }
+  }
+  const state = body['miniprogram_state'];
+  if (state !== undefined && !(MINIPROGRAM_STATES as readonly unknown[]).includes(state)) {
+    return { errcode: ERRCODE.ARGUMENT_INVALID, errmsg: 'argument invalid! miniprogram_state invalid' };
+  }
+  const lang = body['lang'];
+  if (lang !== undefined && !(SUBSCRIBE_LANGS as readonly unknown[]).includes(lang)) {
+    return { errcode: ERRCODE.ARGUMENT_INVALID, errmsg: 'argument invalid! lang invalid' };
+  }
+  return null;
+}
+
 export class WechatSimulator {
   /** `http://host:port`, usable as `[wechat] api_base`. */
   readonly url: string;
@@ -350,6 +501,7 @@ export class WechatSimulator {
 
   private cfg!: FaultConfig;
   private rules: CompiledRule[] = [];
+  private refused: RegExp[] = [];
   private record: ReceivedMessage[] = [];
   private st: SimulatorStats = emptyStats();
   /** token → expiry (ms since epoch). Revoked tokens are removed (→ 40001); expired ones kept (→ 42001). */
@@ -387,6 +539,9 @@ export class WechatSimulator {
       hangBurst: null,
       quotaAfter: null,
       tokenErrcode: null,
+      refusedOpenids: [],
+      privateTemplates: [],
+      subscribeTemplates: [],
       latencyMs: 0,
       dailyLimit: 100_000,
       ...patch,
@@ -488,7 +643,7 @@ export class WechatSimulator {
   }
 
   stats(): SimulatorStats {
-    return { ...this.st, byErrcode: { ...this.st.byErrcode } };
+    return { ...this.st, byErrcode: { ...this.st.byErrcode }, byKind: structuredClone(this.st.byKind) };
   }
 
   // ------------------------------------------------------------------ internals
@@ -498,6 +653,7 @@ export class WechatSimulator {
   private applyConfig(c: FaultConfig): void {
     this.cfg = c;
     this.rules = c.failOpenids.map((r) => ({ ...r, re: new RegExp(r.pattern) }));
+    this.refused = c.refusedOpenids.map((p) => new RegExp(p));
   }
 
   private expireAllTokens(): void {
@@ -541,10 +697,18 @@ export class WechatSimulator {
       });
       return;
     }
+    const kind = KIND_OF_PATH.get(path);
+    if (kind !== undefined) {
+      if (method !== 'POST') return sendText(res, 405, 'method not allowed');
+      return this.handleSend(kind, query, req, res);
+    }
     switch (path) {
-      case SEND_PATH:
-        if (method !== 'POST') return sendText(res, 405, 'method not allowed');
-        return this.handleSend(query, req, res);
+      case PRIVATE_TEMPLATES_PATH:
+      case SUBSCRIBE_TEMPLATES_PATH:
+        if (method !== 'GET') return sendText(res, 405, 'method not allowed');
+        this.st.templateListRequests++;
+        req.resume();
+        return this.delay(() => this.answerTemplateList(res, path, query.get('access_token')));
       case '/cgi-bin/token':
         if (method !== 'GET') return sendText(res, 405, 'method not allowed');
         this.st.tokenRequests++;
@@ -632,14 +796,24 @@ export class WechatSimulator {
     if (typeof cgiPath !== 'string' || cgiPath === '') return sendJson(res, 200, wechatError(ERRCODE.INVALID_ARGS));
     if (!cgiPath.startsWith('/cgi-bin/')) return sendJson(res, 200, wechatError(ERRCODE.CGI_PATH_NOT_FOUND));
     const limit = this.cfg.dailyLimit;
-    const used = cgiPath === SEND_PATH ? (this.st.byErrcode['0'] ?? 0) : 0;
+    const kind = KIND_OF_PATH.get(cgiPath);
+    // Each send endpoint has a quota of its own, as at WeChat.
+    const used = kind === undefined ? 0 : this.st.byKind[kind].ok;
     sendJson(res, 200, { errcode: 0, errmsg: 'ok', quota: { daily_limit: limit, used, remain: Math.max(0, limit - used) } });
   }
 
-  private handleSend(query: URLSearchParams, req: IncomingMessage, res: ServerResponse): void {
+  private answerTemplateList(res: ServerResponse, path: string, token: string | null): void {
+    const tokenErr = this.checkToken(token, Date.now());
+    if (tokenErr !== 0) return sendJson(res, 200, wechatError(tokenErr));
+    if (path === PRIVATE_TEMPLATES_PATH) return sendJson(res, 200, { template_list: this.cfg.privateTemplates });
+    sendJson(res, 200, { errcode: 0, errmsg: 'ok', data: this.cfg.subscribeTemplates });
+  }
+
+  private handleSend(kind: MessageKind, query: URLSearchParams, req: IncomingMessage, res: ServerResponse): void {
     const receivedAt = Date.now();
     const st = this.st;
     st.sendRequests++;
+    st.byKind[kind].requests++;
     this.inFlightNow++;
     st.inFlight = this.inFlightNow;
     if (st.inFlight > st.maxInFlight) st.maxInFlight = st.inFlight;
@@ -654,18 +828,19 @@ export class WechatSimulator {
     res.once('close', finish);
     const token = query.get('access_token');
     readBody(req).then(
-      (text) => this.delay(() => this.answerSend(res, token, text, receivedAt)),
+      (text) => this.delay(() => this.answerSend(kind, res, token, text, receivedAt)),
       () => res.destroy(),
     );
   }
 
-  private answerSend(res: ServerResponse, token: string | null, text: string | null, receivedAt: number): void {
+  private answerSend(kind: MessageKind, res: ServerResponse, token: string | null, text: string | null, receivedAt: number): void {
     const st = this.st;
     const cfg = this.cfg;
     const body = text === null ? undefined : parseJsonObject(text);
     const rec: ReceivedMessage = {
       index: this.record.length,
       receivedAt,
+      kind,
       status: 200,
       errcode: null,
       duplicate: false,
@@ -705,6 +880,7 @@ export class WechatSimulator {
       rec.errcode = errcode;
       const key = String(errcode);
       st.byErrcode[key] = (st.byErrcode[key] ?? 0) + 1;
+      if (errcode === 0) st.byKind[kind].ok++;
       if (msgid !== undefined) {
         rec.msgid = msgid;
         sendJson(res, 200, { errcode, errmsg: errmsg ?? 'ok', msgid });
@@ -722,12 +898,27 @@ export class WechatSimulator {
       return answer(cfg.errcodeBurst.errcode);
     }
     const limit = cfg.quotaAfter === null ? cfg.dailyLimit : Math.min(cfg.quotaAfter, cfg.dailyLimit);
-    if (st.delivered >= limit) return answer(ERRCODE.DAILY_QUOTA_REACHED);
+    if (st.byKind[kind].delivered >= limit) return answer(ERRCODE.DAILY_QUOTA_REACHED);
     if (typeof body['touser'] !== 'string' || body['touser'] === '') return answer(ERRCODE.INVALID_OPENID);
     if (typeof body['template_id'] !== 'string' || body['template_id'] === '') return answer(ERRCODE.INVALID_TEMPLATE_ID);
     const touser = body['touser'];
+    const templateId = body['template_id'];
+    if (kind !== 'template') {
+      const bad = checkSubscribeBody(kind, body);
+      if (bad !== null) return answer(bad.errcode, bad.errmsg);
+    }
     for (const r of this.rules) {
       if (r.re.test(touser)) return answer(r.errcode, r.errmsg);
+    }
+    if (kind !== 'template') {
+      if (this.refused.some((re) => re.test(touser))) return answer(ERRCODE.USER_REFUSED);
+      // No client_msg_id on these endpoints: every accepted send is a new message.
+      const msgid = this.nextMsgid++;
+      st.delivered++;
+      st.byKind[kind].delivered++;
+      answer(0, 'ok', msgid);
+      this.receipts.subscribeSent({ msgid, openid: touser, client_msg_id: null, acceptedAt: receivedAt }, templateId);
+      return;
     }
     const cmid = rec.client_msg_id;
     if (cmid !== undefined && cmid !== '') {
@@ -742,15 +933,16 @@ export class WechatSimulator {
     const msgid = this.nextMsgid++;
     if (cmid !== undefined && cmid !== '') this.dedupe.set(cmid, { at: now, msgid });
     st.delivered++;
+    st.byKind.template.delivered++;
     answer(0, 'ok', msgid);
     this.receipts.delivered({ msgid, openid: touser, client_msg_id: cmid ?? null, acceptedAt: receivedAt });
   }
 
-  /** The accepted (errcode 0, not duplicate) message with this msgid, or the last one. */
+  /** The accepted (errcode 0, not duplicate) template message with this msgid, or the last one: what a TEMPLATESENDJOBFINISH is about. */
   private findDelivered(msgid?: number): DeliveredMessage | undefined {
     for (let i = this.record.length - 1; i >= 0; i--) {
       const r = this.record[i]!;
-      if (r.errcode !== 0 || r.duplicate || r.msgid === undefined || r.touser === undefined) continue;
+      if (r.kind !== 'template' || r.errcode !== 0 || r.duplicate || r.msgid === undefined || r.touser === undefined) continue;
       if (msgid === undefined || r.msgid === msgid) {
         return { msgid: r.msgid, openid: r.touser, client_msg_id: r.client_msg_id ?? null, acceptedAt: r.receivedAt };
       }
