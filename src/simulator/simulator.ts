@@ -30,6 +30,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { ERRCODE, errmsgFor } from '../wechat/errcodes.js';
+import { checkSubscribeData } from '../wechat/subscribe-rules.js';
 import { mergeReceiptsConfig, RECEIPTS_DEFAULTS, validateReceiptsPatch, type ReceiptsConfig, type ReceiptsPatch } from './receipts-config.js';
 import { ReceiptPusher, type DeliveredMessage } from './receipts.js';
 import { receiptsControl } from './receipts-control.js';
@@ -481,6 +482,11 @@ function checkSubscribeBody(kind: Exclude<MessageKind, 'template'>, body: Record
   const lang = body['lang'];
   if (lang !== undefined && !(SUBSCRIBE_LANGS as readonly unknown[]).includes(lang)) {
     return { errcode: ERRCODE.ARGUMENT_INVALID, errmsg: 'argument invalid! lang invalid' };
+  }
+  // The daemon's own rules: the simulator refuses exactly what the daemon is meant to stop first.
+  const [v] = checkSubscribeData(data);
+  if (v !== undefined) {
+    return { errcode: ERRCODE.ARGUMENT_INVALID, errmsg: `argument invalid! data.${v.field}.value ${v.value === '' ? 'is empty' : 'invalid'}` };
   }
   return null;
 }

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { WechatSimulator } from '../../src/simulator/index.js';
 import { decryptCallbackMessage, verifyCallbackSignature, verifyMessageSignature } from '../../src/wechat/callback-crypto.js';
+import { checkSubscribeData } from '../../src/wechat/subscribe-rules.js';
 import { getToken, http, msg, send, type Answer } from '../wechat/helpers.js';
 
 const BIZSEND = '/cgi-bin/message/subscribe/bizsend';
@@ -178,6 +179,24 @@ describe('simulator subscribe endpoints', () => {
       errmsg: 'argument invalid! lang invalid',
     });
     assert.equal((await post(sim, BIZSEND, token, sub('o', { lang: 'en' }))).json.errcode, 47003);
+  });
+
+  test('a data value breaking its type rule (src/wechat/subscribe-rules.ts) answers 47003 naming the field', async () => {
+    const long = 'x'.repeat(21);
+    assert.equal(checkSubscribeData({ thing1: { value: long } }).length, 1); // the rule this test leans on
+    for (const path of [BIZSEND, MP_SEND]) {
+      const a = await post(sim, path, token, sub('o', { data: { thing1: { value: long }, amount2: { value: '12.50' } } }));
+      assert.deepEqual(a.json, { errcode: 47003, errmsg: 'argument invalid! data.thing1.value invalid' });
+      const e = await post(sim, path, token, sub('o', { data: { thing1: { value: '咖啡' }, amount2: { value: '' } } }));
+      assert.deepEqual(e.json, { errcode: 47003, errmsg: 'argument invalid! data.amount2.value is empty' });
+    }
+    // The first broken entry is named, in the body's key order.
+    const two = await post(sim, MP_SEND, token, sub('o', { data: { time3: { value: 'noon' }, thing1: { value: long } } }));
+    assert.equal(checkSubscribeData({ time3: { value: 'noon' } }).length, 1);
+    assert.equal(two.json.errmsg, 'argument invalid! data.time3.value invalid');
+    // template/send has no typed data.
+    assert.equal((await send(sim, token, { ...msg('o'), data: { thing1: { value: long } } })).json.errcode, 0);
+    assert.equal(sim.stats().byKind.subscribe.delivered + sim.stats().byKind.miniprogram.delivered, 0);
   });
 
   test('refusedOpenids: a subscribe send to a matching openid answers 43101; template/send is not affected', async () => {
