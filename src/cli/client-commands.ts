@@ -5,12 +5,13 @@
  */
 
 import { readFileSync } from 'node:fs';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { pdoOptions, type MegaConfig } from '../config/config.js';
 import { runningPid } from '../config/service-files.js';
 import type { MegaClient, MegaResult } from '../client/index.js';
 import { encodePush, type Variables } from '../protocol/index.js';
-import { compileMessageTemplate, openTemplateStore, type TemplateStore } from '../templates/index.js';
+import { compileMessageTemplate, ignoredTemplateFields, openTemplateStore, type TemplateStore } from '../templates/index.js';
+import { MESSAGE_KINDS, isMessageKind, type MessageKind } from '../wechat/index.js';
 import { BadRequestError, InvalidTemplateError, MegaError } from '../errors.js';
 import { CliFailure } from './failure.js';
 import {
@@ -77,7 +78,8 @@ export function registerClientCommands(program: Command, name: string): void {
       .command('set <key>')
       .description('check and store a template, then TSet it when the daemon runs')
       .requiredOption('--file <file>', 'the template JSON (- for standard input)')
-      .option('--title <title>', 'a title for operators (kept as it is when omitted)'),
+      .option('--title <title>', 'a title for operators (kept as it is when omitted)')
+      .option('--kind <kind>', `which message: ${MESSAGE_KINDS.join(', ')} (new rows: template; kept as it is when omitted)`, parseKind),
   ).action((key: string, o: ConnectionFlags & { file: string; title?: string }) => templateSet(name, key, o));
   withConnection(
     template.command('rm <key>').description('delete a template from the store, then TSet it so a running daemon drops it'),
@@ -286,7 +288,12 @@ function readTemplateFile(file: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
-async function templateSet(name: string, key: string, o: ConnectionFlags & { file: string; title?: string }): Promise<void> {
+function parseKind(text: string): MessageKind {
+  if (!isMessageKind(text)) throw new InvalidArgumentError(`expected ${MESSAGE_KINDS.join(', ')}`);
+  return text;
+}
+
+async function templateSet(name: string, key: string, o: ConnectionFlags & { file: string; title?: string; kind?: MessageKind }): Promise<void> {
   const config = loadServiceConfig(name, o.configDir);
   const refuse = (why: string): never => {
     throw new CliFailure(`template ${key} not saved: ${why}`);
@@ -294,10 +301,14 @@ async function templateSet(name: string, key: string, o: ConnectionFlags & { fil
   if (!TEMPLATE_KEY.test(key)) refuse('the key must be 1-32 printable ASCII characters without spaces');
   if (o.title !== undefined && [...o.title].length > TITLE_MAX_CHARS) refuse(`the title is longer than ${TITLE_MAX_CHARS} characters`);
   const text = readTemplateFile(o.file);
+  // without --kind an existing row keeps its kind: the checks below are that kind's
+  const kind = o.kind ?? (await withStore(config, (store) => store.get(key)))?.kind ?? 'template';
   let placeholders: readonly string[];
+  let ignored: string[];
   try {
-    const compiled = compileMessageTemplate(key, text, { maxBytes: config.server.templateSize });
+    const compiled = compileMessageTemplate(key, text, { maxBytes: config.server.templateSize, kind });
     placeholders = compiled.placeholders;
+    ignored = ignoredTemplateFields(compiled);
   } catch (err) {
     if (err instanceof InvalidTemplateError) refuse(err.message);
     throw err;
@@ -305,9 +316,10 @@ async function templateSet(name: string, key: string, o: ConnectionFlags & { fil
   const problems = placeholderProblems(JSON.parse(text));
   if (problems.length > 0) refuse(`malformed placeholders (a placeholder is \${NAME}):\n  ${problems.join('\n  ')}`);
 
-  await withStore(config, (store) => store.put({ key, title: o.title, template: text }));
+  await withStore(config, (store) => store.put({ key, title: o.title, template: text, ...(o.kind ? { kind: o.kind } : {}) }));
   const bytes = Buffer.byteLength(text, 'utf8');
   say(`template ${key} saved (${bytes} bytes; placeholders: ${placeholders!.length > 0 ? placeholders!.join(', ') : 'none'})`);
+  if (ignored!.length > 0) say(`warning: WeChat no longer shows ${ignored!.join(', ')} in template messages (since 4 May 2023); that text will not appear`);
 
   const daemon = daemonToTell(name, config, o);
   if (daemon === undefined) {

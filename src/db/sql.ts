@@ -252,7 +252,11 @@ export abstract class MysqlStore extends SqlStore {
    * rather than at its first use. A failure ends the pool again: its timer would keep the
    * process alive.
    */
-  protected async openTable(table: string, createSql: string, columns: string): Promise<void> {
+  /**
+   * Creates the table if missing, adds the `added` columns an older table lacks (two processes
+   * adding one at once: the loser's "duplicate column" is ignored), then checks every column.
+   */
+  protected async openTable(table: string, createSql: string, columns: string, added: ReadonlyArray<{ column: string; ddl: string }> = []): Promise<void> {
     if (this.state === 'open') return;
     if (this.state === 'closed') this.checkOpen();
     this.pool.open();
@@ -263,6 +267,17 @@ export abstract class MysqlStore extends SqlStore {
         [table],
       );
       if (Number(exists[0]?.n) === 0) await this.run<ResultSetHeader>(`create table ${table}`, createSql, []);
+      for (const { column, ddl } of added) {
+        const has = await this.run<RowDataPacket[]>(
+          'init',
+          'SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?',
+          [table, column],
+        );
+        if (Number(has[0]?.n) > 0) continue;
+        await this.run<ResultSetHeader>(`add column ${column} to ${table}`, `ALTER TABLE \`${table}\` ADD COLUMN ${ddl}`, []).catch((err: unknown) => {
+          if ((err as { cause?: { errno?: number } }).cause?.errno !== 1060) throw err; // ER_DUP_FIELDNAME
+        });
+      }
       await this.run<RowDataPacket[]>(`check table ${table}`, `SELECT ${columns} FROM \`${table}\` LIMIT 0`, []);
     } catch (err) {
       await this.pool.end().catch(() => {});

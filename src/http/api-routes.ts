@@ -104,7 +104,12 @@ export function apiRoutes(port: OpsPort, logger: Logger): Route[] {
     const b = object(await body());
     if (typeof b.template !== 'string' || b.template === '') throw new HttpError(400, 'template must be the template JSON as a non-empty string');
     if (b.title !== undefined && (typeof b.title !== 'string' || b.title.length > 100)) throw new HttpError(400, 'title must be a string of at most 100 characters');
-    return port.templates.set(templateKey(params.key), { template: b.template, ...(b.title !== undefined ? { title: b.title as string } : {}) });
+    if (b.kind !== undefined && typeof b.kind !== 'string') throw new HttpError(400, 'kind must be a string');
+    return port.templates.set(templateKey(params.key), {
+      template: b.template,
+      ...(b.title !== undefined ? { title: b.title as string } : {}),
+      ...(b.kind !== undefined ? { kind: b.kind as string } : {}),
+    });
   });
   route('DELETE', '/api/v1/templates/:key', ({ params }) => port.templates.remove(templateKey(params.key)));
 

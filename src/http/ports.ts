@@ -47,6 +47,8 @@ export interface TemplateView {
   updatedAt: string | null;
   /** Whether this daemon has it compiled (a row saved without TSet, or a broken one, is not). */
   loaded: boolean;
+  /** `template`, `subscribe` or `miniprogram`: which WeChat message, which endpoint. */
+  kind: string;
 }
 
 export interface TemplateOps {
@@ -57,7 +59,7 @@ export interface TemplateOps {
    * Checks the JSON and compiles it first (InvalidTemplateError: 400, nothing written), writes the
    * row, then TSets it: the answer is the TSet's (200, or 503 with the daemons that did not load it).
    */
-  set(key: string, row: { title?: string; template: string }): Promise<{ code: number; message: string }>;
+  set(key: string, row: { title?: string; template: string; kind?: string }): Promise<{ code: number; message: string }>;
   /** Deletes the row and TSets the key (dropped everywhere). Throws TemplateNotFoundError when there was none. */
   remove(key: string): Promise<{ code: number; message: string }>;
   /**

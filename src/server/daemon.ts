@@ -3,7 +3,8 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { pdoOptions, type MegaConfig, type ListenAddress } from '../config/config.js';
-import { missingMessage, missingVariables, openTemplateStore, TemplateCache, type TemplateStore } from '../templates/index.js';
+import { ignoredTemplateFields, missingMessage, missingVariables, openTemplateStore, renderTemplate, TemplateCache, type TemplateStore } from '../templates/index.js';
+import { checkSubscribeData, describeViolation, hasTypedData } from '../wechat/index.js';
 import { deadLetterFile, runningPid } from '../config/service-files.js';
 import type { JobQueue } from '../queue/index.js';
 import { openJobQueue, type OpenedQueue } from './queue-link.js';
@@ -34,7 +35,7 @@ import {
 import type { RequestHandler } from './connection.js';
 import type { LedgerReader, MessageFilter, MessageRecord, Request } from '../protocol/index.js';
 import { ResultCode } from '../protocol/index.js';
-import { LedgerDisabledError, NotRunningError, QueueWriteError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
+import { BadRequestError, LedgerDisabledError, NotRunningError, QueueWriteError, StartupError, TemplateNotFoundError, TemplateRenderError } from '../errors.js';
 import { MegaMetrics, type GaugeSnapshot } from '../metrics/index.js';
 import type { AccessTokenAnswer, OpsHttpServer, Readiness } from '../http/index.js';
 import { openOpsHttp, opsPort } from './http-link.js';
@@ -341,6 +342,13 @@ export class Daemon implements RequestHandler {
       const absent = missingVariables(template, request.data);
       if (absent.length > 0) throw new TemplateRenderError(missingMessage(absent));
     }
+    if (hasTypedData(template.kind)) {
+      // WeChat refuses a value its key's type does not allow (47003) after the call is spent:
+      // said here instead, before anything is queued, naming the field and the rule
+      const body = renderTemplate(template, request.openid, request.data, { missing: this.config.setting.missingVariable });
+      const broken = checkSubscribeData(body.data);
+      if (broken.length > 0) throw new BadRequestError(broken.map(describeViolation).join('; '));
+    }
   }
 
   async push(request: PushRequest): Promise<void> {
@@ -491,7 +499,9 @@ export class Daemon implements RequestHandler {
     const { template, created } = loaded;
     // Posted before the answer, so every job dispatched after the client sees 200 uses it.
     this.pool.updateTemplates([template]);
-    this.logger.info({ key, created }, 'template loaded by tset');
+    this.logger.info({ key, created, kind: template.kind }, 'template loaded by tset');
+    const ignored = ignoredTemplateFields(template);
+    if (ignored.length > 0) this.logger.warn({ key, ignored }, 'the template uses fields WeChat no longer shows in template messages (since 4 May 2023)');
   }
 
   /**

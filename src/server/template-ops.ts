@@ -4,7 +4,8 @@
  * edit reaches every daemon of the service before the answer.
  */
 
-import { TemplateNotFoundError } from '../errors.js';
+import { BadRequestError, TemplateNotFoundError } from '../errors.js';
+import { MESSAGE_KINDS, isMessageKind, type MessageKind } from '../wechat/index.js';
 import type { TemplateOps, TemplateView } from '../http/index.js';
 import { ResultCode } from '../protocol/index.js';
 import { compileMessageTemplate, missingVariables, renderTemplate, type MissingVariable, type TemplateCache, type TemplateRow, type TemplateStore } from '../templates/index.js';
@@ -27,8 +28,9 @@ export function templateOps(o: TemplateOpsOptions): TemplateOps {
     createdAt: iso(row.createdAt),
     updatedAt: iso(row.updatedAt),
     loaded: o.cache.has(row.key),
+    kind: row.kind,
   });
-  const compile = (key: string, source: string) => compileMessageTemplate(key, source, { maxBytes: o.cache.templateSize });
+  const compile = (key: string, source: string, kind: MessageKind) => compileMessageTemplate(key, source, { maxBytes: o.cache.templateSize, kind });
 
   return {
     list: async () => (await o.store.list()).map(view),
@@ -40,9 +42,10 @@ export function templateOps(o: TemplateOpsOptions): TemplateOps {
     },
 
     set: async (key, row) => {
+      if (row.kind !== undefined && !isMessageKind(row.kind)) throw new BadRequestError(`kind must be one of ${MESSAGE_KINDS.join(', ')}`);
       // refused before anything is written: a broken edit never reaches the table
-      compile(key, row.template);
-      await o.store.put({ key, template: row.template, ...(row.title !== undefined ? { title: row.title } : {}) });
+      compile(key, row.template, (row.kind as MessageKind | undefined) ?? (await o.store.get(key))?.kind ?? 'template');
+      await o.store.put({ key, template: row.template, ...(row.title !== undefined ? { title: row.title } : {}), ...(row.kind !== undefined ? { kind: row.kind } : {}) });
       return o.tset(key);
     },
 
@@ -60,13 +63,13 @@ export function templateOps(o: TemplateOpsOptions): TemplateOps {
     preview: async ({ key, template, variables, openid }) => {
       let source = template;
       const name = key ?? 'preview';
+      const row = key === undefined ? undefined : await o.store.get(key);
       if (source === undefined) {
         if (key === undefined) throw new TemplateNotFoundError('(none: give key or template)');
-        const row = await o.store.get(key);
         if (!row) throw new TemplateNotFoundError(key);
         source = row.template;
       }
-      const compiled = compile(name, source);
+      const compiled = compile(name, source, row?.kind ?? 'template');
       // 'reject' would only refuse; the preview shows what is missing and the text as 'keep' leaves it
       const missing = missingVariables(compiled, variables);
       const message = renderTemplate(compiled, openid, variables, { missing: o.missingVariable === 'reject' ? 'keep' : o.missingVariable });

@@ -124,7 +124,7 @@ export class TemplateCache {
           continue;
         }
         try {
-          next.set(row.key, compileMessageTemplate(row.key, row.template, { maxBytes: this.#templateSize }));
+          next.set(row.key, compileMessageTemplate(row.key, row.template, { maxBytes: this.#templateSize, kind: row.kind }));
         } catch (err) {
           skipped.push({ key: row.key, reason: (err as Error).message });
         }
@@ -173,7 +173,7 @@ export class TemplateCache {
   async #load(key: string): Promise<{ template: CompiledTemplate; created: boolean }> {
     const row = await this.#store.get(key);
     if (row === undefined) throw new TemplateNotFoundError(key, this.#map.delete(key));
-    const template = compileMessageTemplate(key, row.template, { maxBytes: this.#templateSize });
+    const template = compileMessageTemplate(key, row.template, { maxBytes: this.#templateSize, kind: row.kind });
     // Checked after the read and in the same synchronous step as the insert, so concurrent
     // TSets of different new keys cannot together exceed tableSize.
     const created = !this.#map.has(key);

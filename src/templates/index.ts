@@ -3,7 +3,8 @@
  * compile-once / render-per-message substitution (docs/TEMPLATES.md).
  */
 export { parseDsn, type ParsedDsn, type MysqlDsn, type SqliteDsn } from '../db/index.js';
-export { openTemplateStore, type TemplateStore, type TemplateRow, type StoreOptions } from './store.js';
+export { openTemplateStore, type TemplateStore, type TemplateRow, type TemplatePut, type StoreOptions } from './store.js';
+export { ignoredTemplateFields } from './ignored-fields.js';
 export {
   compileTemplate,
   renderTemplate,

@@ -1,4 +1,5 @@
 import { InvalidTemplateError, TemplateRenderError } from '../errors.js';
+import type { MessageKind } from '../wechat/kinds.js';
 
 /**
  * Template compilation and rendering (rules: docs/TEMPLATES.md).
@@ -71,6 +72,8 @@ export interface CompiledTemplate {
   /** Distinct placeholder names used, `OPENID` included, in order of first use. */
   readonly placeholders: readonly string[];
   readonly root: ObjectNode;
+  /** Which WeChat message it is, so which endpoint it goes to (the row's `kind`). */
+  readonly kind: MessageKind;
 }
 
 export interface CompileOptions {
@@ -80,6 +83,8 @@ export interface CompileOptions {
    * @defaultValue Infinity (no limit; the cache passes `template_size`)
    */
   maxBytes?: number;
+  /** @defaultValue 'template' */
+  kind?: MessageKind;
 }
 
 /**
@@ -116,7 +121,7 @@ export function compileTemplate(key: string, source: string, options: CompileOpt
   }
   const placeholders = new Set<string>();
   const root = compileNode(parsed, 0, name, placeholders) as ObjectNode;
-  return { key, source, bytes, placeholders: [...placeholders], root };
+  return { key, source, bytes, placeholders: [...placeholders], root, kind: options.kind ?? 'template' };
 }
 
 function compileNode(value: unknown, depth: number, name: string, placeholders: Set<string>): TemplateNode {

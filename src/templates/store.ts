@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { MESSAGE_KINDS, isMessageKind, type MessageKind } from '../wechat/kinds.js';
 import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { ConfigError, TemplateStoreError } from '../errors.js';
 import {
@@ -23,6 +24,8 @@ export interface TemplateRow {
   key: string;
   title: string;
   template: string;
+  /** Which WeChat message the row is (column `kind`, added to older tables with `template`). */
+  kind: MessageKind;
   /** Unix seconds. */
   createdAt: number;
   /** Unix seconds. */
@@ -52,14 +55,23 @@ export interface TemplateStore {
   list(limit?: number): Promise<TemplateRow[]>;
   /**
    * Inserts or updates a row. `updated_at` is set to now, `created_at` too on insert.
-   * An omitted title is `''` on insert and left as it is on update.
+   * An omitted title is `''` on insert and left as it is on update; an omitted kind is
+   * `template` on insert and left as it is on update.
    * @throws RangeError when the key is empty or longer than 32 characters, or the title longer than 100.
    */
-  put(row: { key: string; title?: string; template: string }): Promise<void>;
+  put(row: TemplatePut): Promise<void>;
   /** @returns whether a row was deleted. */
   remove(key: string): Promise<boolean>;
   /** Releases the connection(s). Idempotent; any later call fails with TemplateStoreError. */
   close(): Promise<void>;
+}
+
+/** What put() writes; title and kind may be left out (see put). */
+export interface TemplatePut {
+  key: string;
+  title?: string;
+  template: string;
+  kind?: MessageKind;
 }
 
 export interface StoreOptions {
@@ -79,7 +91,9 @@ export interface StoreOptions {
 const KEY_MAX_CHARS = 32;
 const TITLE_MAX_CHARS = 100;
 const TABLE_SUFFIX = 'wechat_template';
-const COLUMNS = 'tmpl_key, title, template, created_at, updated_at';
+const COLUMNS = 'tmpl_key, title, template, created_at, updated_at, kind';
+/** The original's table has no `kind`: it is added, with the default every existing row keeps. */
+const KIND_COLUMN = "kind varchar(16) NOT NULL DEFAULT 'template'";
 
 /**
  * Creates the store named by the DSN. Does no I/O: call {@link TemplateStore.init}.
@@ -103,9 +117,10 @@ export function openTemplateStore(options: StoreOptions): TemplateStore {
     : new MysqlTemplateStore(dsn, table, username, password);
 }
 
-function checkPut(row: { key: string; title?: string; template: string }): string {
+function checkPut(row: TemplatePut): string {
   if (row === null || typeof row !== 'object') throw new TypeError('row must be an object');
   const { key, title, template } = row;
+  if (row.kind !== undefined && !isMessageKind(row.kind)) throw new RangeError(`row.kind must be one of ${MESSAGE_KINDS.join(', ')}`);
   if (typeof key !== 'string' || key.length === 0 || [...key].length > KEY_MAX_CHARS) {
     throw new RangeError(`row.key must be 1-${KEY_MAX_CHARS} characters (tmpl_key char(${KEY_MAX_CHARS}))`);
   }
@@ -130,6 +145,8 @@ function toRow(r: Record<string, unknown>): TemplateRow {
     template: text(r.template),
     createdAt: Number(r.created_at) || 0,
     updatedAt: Number(r.updated_at) || 0,
+    // a value written by hand that is no kind is read as the default, like a NULL
+    kind: isMessageKind(text(r.kind)) ? (text(r.kind) as MessageKind) : 'template',
   };
 }
 
@@ -148,7 +165,8 @@ class SqliteTemplateStore extends SqlStore implements TemplateStore {
         listLimit: Database.Statement<[number]>;
         update: Database.Statement<[string, number, string]>;
         updateTitle: Database.Statement<[string, string, number, string]>;
-        insert: Database.Statement<[string, string, string, number, number]>;
+        updateKind: Database.Statement<[string, string]>;
+        insert: Database.Statement<[string, string, string, number, number, string]>;
         remove: Database.Statement<[string]>;
       }
     | undefined;
@@ -172,9 +190,12 @@ class SqliteTemplateStore extends SqlStore implements TemplateStore {
   title varchar(100) NOT NULL DEFAULT '',
   template text NOT NULL,
   created_at int NOT NULL DEFAULT 0,
-  updated_at int NOT NULL DEFAULT 0
+  updated_at int NOT NULL DEFAULT 0,
+  ${KIND_COLUMN}
 )`,
         );
+        const columns = db.prepare(`PRAGMA table_info(${t})`).all() as Array<{ name: string }>;
+        if (!columns.some((c) => c.name === 'kind')) db.exec(`ALTER TABLE ${t} ADD COLUMN ${KIND_COLUMN}`);
         // Preparing these also checks that an existing table has every column we need.
         // The upsert is UPDATE-then-INSERT (not ON CONFLICT) so a hand-made table without a
         // primary key still works.
@@ -186,7 +207,8 @@ class SqliteTemplateStore extends SqlStore implements TemplateStore {
           updateTitle: db.prepare<[string, string, number, string]>(
             `UPDATE ${t} SET title = ?, template = ?, updated_at = ? WHERE tmpl_key = ?`,
           ),
-          insert: db.prepare<[string, string, string, number, number]>(`INSERT INTO ${t} (${COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
+          updateKind: db.prepare<[string, string]>(`UPDATE ${t} SET kind = ? WHERE tmpl_key = ?`),
+          insert: db.prepare<[string, string, string, number, number, string]>(`INSERT INTO ${t} (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`),
           remove: db.prepare<[string]>(`DELETE FROM ${t} WHERE tmpl_key = ?`),
         };
       });
@@ -219,7 +241,7 @@ class SqliteTemplateStore extends SqlStore implements TemplateStore {
     }
   }
 
-  async put(row: { key: string; title?: string; template: string }): Promise<void> {
+  async put(row: TemplatePut): Promise<void> {
     const key = checkPut(row);
     this.checkOpen();
     const now = unixNow();
@@ -228,7 +250,8 @@ class SqliteTemplateStore extends SqlStore implements TemplateStore {
       this.#db!.transaction(() => {
         const changed =
           row.title === undefined ? s.update.run(row.template, now, key) : s.updateTitle.run(row.title, row.template, now, key);
-        if (changed.changes === 0) s.insert.run(key, row.title ?? '', row.template, now, now);
+        if (changed.changes === 0) s.insert.run(key, row.title ?? '', row.template, now, now, row.kind ?? 'template');
+        else if (row.kind !== undefined) s.updateKind.run(row.kind, key);
       })();
     } catch (err) {
       throw this.fail(`put ${JSON.stringify(key)}`, err);
@@ -281,9 +304,11 @@ class MysqlTemplateStore extends MysqlStore implements TemplateStore {
   \`template\` text NOT NULL COMMENT '模板内容',
   \`created_at\` int(11) NOT NULL DEFAULT '0',
   \`updated_at\` int(11) NOT NULL DEFAULT '0',
+  \`kind\` varchar(16) NOT NULL DEFAULT 'template' COMMENT 'template, subscribe or miniprogram',
   PRIMARY KEY (\`tmpl_key\`)
 ) DEFAULT CHARSET=utf8mb4`,
       COLUMNS,
+      [{ column: 'kind', ddl: KIND_COLUMN }],
     );
   }
 
@@ -310,18 +335,18 @@ class MysqlTemplateStore extends MysqlStore implements TemplateStore {
     return rows.map(toRow);
   }
 
-  async put(row: { key: string; title?: string; template: string }): Promise<void> {
+  async put(row: TemplatePut): Promise<void> {
     const key = checkPut(row);
     this.checkOpen();
     const now = unixNow();
-    const title = row.title;
+    const { title, kind } = row;
     // Values bound twice instead of VALUES(col), which MySQL 8.0.20+ deprecates.
-    const sql =
-      `INSERT INTO \`${this.table}\` (${COLUMNS}) VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE ` +
-      (title === undefined ? 'template = ?, updated_at = ?' : 'title = ?, template = ?, updated_at = ?');
-    const values: unknown[] = [key, title ?? '', row.template, now, now];
+    const sets = [...(title === undefined ? [] : ['title = ?']), 'template = ?', 'updated_at = ?', ...(kind === undefined ? [] : ['kind = ?'])];
+    const sql = `INSERT INTO \`${this.table}\` (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE ${sets.join(', ')}`;
+    const values: unknown[] = [key, title ?? '', row.template, now, now, kind ?? 'template'];
     if (title !== undefined) values.push(title);
     values.push(row.template, now);
+    if (kind !== undefined) values.push(kind);
     await this.run<ResultSetHeader>(`put ${JSON.stringify(key)}`, sql, values);
   }
 

@@ -11,6 +11,7 @@
  * - No message ever contains the app secret or an access token (URLs are redacted).
  */
 
+import { SEND_PATHS, type MessageKind } from './kinds.js';
 import { Pool, type Dispatcher } from 'undici';
 import { ConfigError, TokenError, WechatTransportError, type WechatTransportKind } from '../errors.js';
 import { redactLiterals, redactSecrets } from './redact.js';
@@ -54,7 +55,7 @@ export interface QuotaResult {
   raw: string;
 }
 
-const SEND_PATH = '/cgi-bin/message/template/send';
+const SEND_PATH = SEND_PATHS.template;
 const QUOTA_PATH = '/cgi-bin/openapi/quota/get';
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const SNIPPET = 160;
@@ -224,8 +225,13 @@ export class WechatClient {
    * Resolves with WeChat's answer whatever its errcode.
    */
   async sendTemplate(accessToken: string, body: Record<string, unknown> | string): Promise<SendResult> {
+    return this.sendMessage('template', accessToken, body);
+  }
+
+  /** Sends one message of `kind` to its endpoint (SEND_PATHS); the answer as sendTemplate's. */
+  async sendMessage(kind: MessageKind, accessToken: string, body: Record<string, unknown> | string): Promise<SendResult> {
     const text = typeof body === 'string' ? body : JSON.stringify(body);
-    const path = `${SEND_PATH}?access_token=${encodeURIComponent(accessToken)}`;
+    const path = `${SEND_PATHS[kind]}?access_token=${encodeURIComponent(accessToken)}`;
     const answer = await this.request('POST', path, text);
     const j = this.parseWechatJson(answer, 'POST', path);
     // errcode is read from WeChat's JSON first and never overwritten (the original's bug).

@@ -5,6 +5,8 @@ export type { WechatClientOptions, SendResult, TokenResult, QuotaResult } from '
 export { TokenManager } from './token-manager.js';
 export type { TokenManagerOptions } from './token-manager.js';
 export { ERRCODE, errmsgFor, isTokenErrcode } from './errcodes.js';
+export { MESSAGE_KINDS, SEND_PATHS, isMessageKind, hasTypedData, takesClientMsgId, type MessageKind } from './kinds.js';
+export { subscribeValueType, checkSubscribeValue, checkSubscribeData, describeViolation, type SubscribeValueType, type SubscribeRuleViolation } from './subscribe-rules.js';
 export { redactSecrets, redactLiterals } from './redact.js';
 export {
   parseEncodingAesKey,

@@ -3,6 +3,7 @@
  * many calls at once over one keep-alive pool. It keeps no state that matters across a
  * crash: the main thread still holds every job until the outcome comes back.
  */
+import { takesClientMsgId } from '../wechat/kinds.js';
 import { parentPort } from 'node:worker_threads';
 import { WechatClient } from '../wechat/client.js';
 import { renderTemplate, type CompiledTemplate, type MissingVariable } from '../templates/render.js';
@@ -100,10 +101,11 @@ async function run(job: JobMessage, token: string): Promise<void> {
       return refuse(job, DaemonErrcode.RENDER_FAILED, `cannot render template: ${reason}`, openid, key, replyKey, record.m);
     }
     // Always the job's own id: a fixed client_msg_id in a template would make WeChat drop
-    // every message after the first as a repeat.
-    body.client_msg_id = record.m;
+    // every message after the first as a repeat. The subscribe endpoints take no such field.
+    if (takesClientMsgId(template.kind)) body.client_msg_id = record.m;
+    else delete body.client_msg_id;
     started = performance.now();
-    const result = await client!.sendTemplate(token, body);
+    const result = await client!.sendMessage(template.kind, token, body);
     const ms = performance.now() - started;
     const kind = classifyErrcode(result.errcode);
     const wechatMsgid = kind === OutcomeKind.Ok ? wechatMsgidOf(result.raw) : undefined;

@@ -95,7 +95,7 @@ describe('MySQL template store', { skip }, () => {
       assert.equal(k2.template, '{"v":"恭喜你购买成功！😀"}');
       assert.ok(k2.createdAt >= t0 && k2.createdAt <= t1, `${k2.createdAt} in [${t0}, ${t1}]`);
       assert.equal(k2.updatedAt, k2.createdAt);
-      assert.deepEqual({ ...(await store.get('k1')), createdAt: 0, updatedAt: 0 }, { key: 'k1', title: '', template: '{"a":"元"}', createdAt: 0, updatedAt: 0 });
+      assert.deepEqual({ ...(await store.get('k1')), createdAt: 0, updatedAt: 0 }, { key: 'k1', title: '', template: '{"a":"元"}', createdAt: 0, updatedAt: 0, kind: 'template' });
 
       assert.deepEqual((await store.list()).map((r) => r.key), ['k0', 'k1', 'k2']);
       assert.deepEqual((await store.list(2)).map((r) => r.key), ['k0', 'k1']);
@@ -137,7 +137,7 @@ describe('MySQL template store', { skip }, () => {
     }
   });
 
-  it('uses an existing table made with the seed DDL as it is', async () => {
+  it('uses an existing table made with the seed DDL, adding the kind column with its default (rows intact)', async () => {
     const table = `${prefix}seed_wechat_template`;
     tables.push(table);
     await admin.query(seedDdl(table));
@@ -149,9 +149,13 @@ describe('MySQL template store', { skip }, () => {
     await store.init();
     try {
       assert.deepEqual(await store.list(), [
-        { key: 'bare', title: '', template: '{}', createdAt: 0, updatedAt: 0 },
-        { key: 'order_paid', title: '购买成功', template: '{"touser":"${OPENID}"}', createdAt: 1464000000, updatedAt: 1464000001 },
+        { key: 'bare', title: '', template: '{}', createdAt: 0, updatedAt: 0, kind: 'template' },
+        { key: 'order_paid', title: '购买成功', template: '{"touser":"${OPENID}"}', createdAt: 1464000000, updatedAt: 1464000001, kind: 'template' },
       ]);
+      // the kind column was added with its default; a kind can now be set, and is kept by an update without one
+      await store.put({ key: 'bare', template: '{}', kind: 'subscribe' });
+      await store.put({ key: 'bare', template: '{"v":2}' });
+      assert.equal((await store.get('bare'))!.kind, 'subscribe');
       await store.put({ key: 'order_paid', template: '{"v":2}' });
       const row = await store.get('order_paid');
       assert.equal(row!.createdAt, 1464000000);
@@ -159,7 +163,15 @@ describe('MySQL template store', { skip }, () => {
     } finally {
       await store.close();
     }
-    assert.equal(await showCreate(table), before, 'table not altered');
+    const after = (await showCreate(table))!;
+    assert.notEqual(after, before);
+    assert.match(after, /`kind` varchar\(16\) NOT NULL DEFAULT 'template'/);
+    // two daemons opening the old table at once: one adds the column, the other finds it (or loses the race quietly)
+    await admin.query(`ALTER TABLE \`${table}\` DROP COLUMN kind`);
+    const [a, b] = [storeFor(`${prefix}seed_`), storeFor(`${prefix}seed_`)];
+    await Promise.all([a.init(), b.init()]);
+    assert.equal((await a.get('order_paid'))!.kind, 'template');
+    await Promise.all([a.close(), b.close()]);
   });
 
   it('fails init when an existing table lacks a column', async () => {

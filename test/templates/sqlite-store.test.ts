@@ -72,7 +72,7 @@ describe('SQLite template store', () => {
       assert.ok(k2.createdAt >= t0 && k2.createdAt <= t1);
       assert.equal(k2.updatedAt, k2.createdAt);
       const k1 = await store.get('k1');
-      assert.deepEqual({ ...k1, createdAt: 0, updatedAt: 0 }, { key: 'k1', title: '', template: '{"a":"元"}', createdAt: 0, updatedAt: 0 });
+      assert.deepEqual({ ...k1, createdAt: 0, updatedAt: 0 }, { key: 'k1', title: '', template: '{"a":"元"}', createdAt: 0, updatedAt: 0, kind: 'template' });
       assert.ok(k1!.createdAt >= t0 && k1!.createdAt <= t1);
       // SQLite compares keys exactly.
       assert.equal(await store.get('K1'), undefined);
@@ -92,6 +92,14 @@ describe('SQLite template store', () => {
       assert.equal(await store.remove('k2'), false);
       assert.equal(await store.get('k2'), undefined);
       assert.deepEqual((await store.list()).map((r) => r.key), ['K0', 'k1']);
+
+      // kinds: given on insert, kept by an update without one, changed by one with one, refused when unknown
+      await store.put({ key: 'sub', template: '{}', kind: 'miniprogram' });
+      await store.put({ key: 'sub', title: 't', template: '{"v":1}' });
+      assert.equal((await store.get('sub'))!.kind, 'miniprogram');
+      await store.put({ key: 'sub', template: '{}', kind: 'subscribe' });
+      assert.equal((await store.get('sub'))!.kind, 'subscribe');
+      await assert.rejects(store.put({ key: 'x', template: '{}', kind: 'sms' as never }), RangeError);
     } finally {
       await store.close();
     }
@@ -113,7 +121,7 @@ describe('SQLite template store', () => {
     }
   });
 
-  it('uses an existing table made with the seed DDL as it is', async () => {
+  it('uses an existing table made with the seed DDL, adding the kind column with its default (rows intact)', async () => {
     const file = join(dir, 'seed.db');
     const db = new Database(file);
     db.exec(SEED_DDL);
@@ -126,9 +134,13 @@ describe('SQLite template store', () => {
     await store.init();
     try {
       assert.deepEqual(await store.list(), [
-        { key: 'bare', title: '', template: '{}', createdAt: 0, updatedAt: 0 },
-        { key: 'order_paid', title: '购买成功', template: '{"touser":"${OPENID}"}', createdAt: 1464000000, updatedAt: 1464000001 },
+        { key: 'bare', title: '', template: '{}', createdAt: 0, updatedAt: 0, kind: 'template' },
+        { key: 'order_paid', title: '购买成功', template: '{"touser":"${OPENID}"}', createdAt: 1464000000, updatedAt: 1464000001, kind: 'template' },
       ]);
+      // the kind column was added with its default; a kind can now be set, and is kept by an update without one
+      await store.put({ key: 'bare', template: '{}', kind: 'subscribe' });
+      await store.put({ key: 'bare', template: '{"v":2}' });
+      assert.equal((await store.get('bare'))!.kind, 'subscribe');
       await store.put({ key: 'order_paid', template: '{"v":2}' });
       const row = await store.get('order_paid');
       assert.equal(row!.createdAt, 1464000000);
@@ -136,7 +148,14 @@ describe('SQLite template store', () => {
     } finally {
       await store.close();
     }
-    assert.equal(tableSql(file, 'mega_wechat_template'), before, 'table not altered');
+    const after = tableSql(file, 'mega_wechat_template')!;
+    for (const line of before!.split('\n').slice(1, -1)) assert.ok(after.includes(line.trim().replace(/,$/, '')), `kept: ${line}\n${after}`);
+    assert.match(after, /kind varchar\(16\) NOT NULL DEFAULT 'template'/);
+    // a second open (another daemon, a restart) finds the column and adds nothing
+    const again = openTemplateStore({ dsn: `sqlite:${file}` });
+    await again.init();
+    await again.close();
+    assert.equal(tableSql(file, 'mega_wechat_template'), after);
   });
 
   it('works with a hand-made table without a primary key', async () => {
