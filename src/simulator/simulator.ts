@@ -26,6 +26,7 @@
  * The simulator never logs; it keeps everything in memory.
  */
 
+import { SEND_PATHS, type MessageKind } from '../wechat/kinds.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
@@ -39,14 +40,9 @@ import { receiptsControl } from './receipts-control.js';
 export const SIMULATOR_DEFAULT_APP_ID = 'wx00000000simulator';
 export const SIMULATOR_DEFAULT_APP_SECRET = 'simulator-app-secret-0123456789';
 
-/** The three send endpoints: template/send, subscribe/bizsend, subscribe/send (same names as ../wechat/kinds.ts). */
-export type MessageKind = 'template' | 'subscribe' | 'miniprogram';
-
-export const MESSAGE_KIND_PATHS: Readonly<Record<MessageKind, string>> = {
-  template: '/cgi-bin/message/template/send',
-  subscribe: '/cgi-bin/message/subscribe/bizsend',
-  miniprogram: '/cgi-bin/message/subscribe/send',
-};
+/** The three send endpoints, the daemon's own table of them (template/send, subscribe/bizsend, subscribe/send). */
+export type { MessageKind };
+export const MESSAGE_KIND_PATHS = SEND_PATHS;
 
 /** `miniprogram_state` and `lang` values WeChat accepts on the subscribe endpoints. */
 export const MINIPROGRAM_STATES = ['developer', 'trial', 'formal'] as const;
