@@ -175,17 +175,17 @@ async function templateList(name: string, o: ConfigFlags & { json?: boolean }): 
   const config = loadServiceConfig(name, o.configDir);
   const rows = await withStore(config, (store) => store.list());
   if (o.json) {
-    say(JSON.stringify(rows.map((r) => ({ key: r.key, title: r.title, createdAt: r.createdAt, updatedAt: r.updatedAt })), null, 2));
+    say(JSON.stringify(rows.map((r) => ({ key: r.key, kind: r.kind, title: r.title, createdAt: r.createdAt, updatedAt: r.updatedAt })), null, 2));
     return;
   }
   if (rows.length === 0) {
     say(`no templates in ${config.pdo.tablePrefix}wechat_template`);
     return;
   }
-  const table = [['KEY', 'TITLE', 'UPDATED'], ...rows.map((r) => [r.key, r.title, formatTime(r.updatedAt)])];
-  const widths = [0, 1].map((c) => Math.max(...table.map((row) => [...row[c]!].length)));
+  const table = [['KEY', 'KIND', 'TITLE', 'UPDATED'], ...rows.map((r) => [r.key, r.kind, r.title, formatTime(r.updatedAt)])];
+  const widths = [0, 1, 2].map((c) => Math.max(...table.map((row) => [...row[c]!].length)));
   for (const row of table) {
-    say(row.map((cell, c) => (c < 2 ? cell + ' '.repeat(widths[c]! - [...cell].length) : cell)).join('  '));
+    say(row.map((cell, c) => (c < 3 ? cell + ' '.repeat(widths[c]! - [...cell].length) : cell)).join('  '));
   }
 }
 
