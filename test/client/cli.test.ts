@@ -126,9 +126,9 @@ describe('mega <name> push|send|tset|template', () => {
     const list = await mega('template', 'list');
     assert.equal(list.code, 0, list.stderr);
     const lines = list.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^KEY\s+TITLE\s+UPDATED$/);
-    assert.match(list.stdout, /^hello\s+hello\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/m);
-    assert.match(list.stdout, /^other\s+other\s+\d{4}-/m);
+    assert.match(lines[0]!, /^KEY\s+KIND\s+TITLE\s+UPDATED$/);
+    assert.match(list.stdout, /^hello\s+template\s+hello\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/m);
+    assert.match(list.stdout, /^other\s+template\s+other\s+\d{4}-/m);
 
     const json = await mega('template', 'list', '--json');
     const rows = JSON.parse(json.stdout) as Array<{ key: string; title: string; updatedAt: number }>;
@@ -177,7 +177,7 @@ describe('mega <name> push|send|tset|template', () => {
     const send = await mega('send', 'oCLIV2', 'hello', '--data', '{"name":"Cy"}');
     assert.equal(send.code, 0, send.stderr);
     assert.equal((await messageTo('oCLIV2')).data!.first!.value, 'version 2 for Cy');
-    assert.match((await mega('template', 'list')).stdout, /^hello\s+Hello v2\s+/m);
+    assert.match((await mega('template', 'list')).stdout, /^hello\s+template\s+Hello v2\s+/m);
   });
 
   it('template set of a new key: TSet loads it; over table_size the refused TSet exits 1', async () => {
