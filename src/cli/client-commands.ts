@@ -27,6 +27,7 @@ import {
   type LinkFlags,
 } from './daemon-link.js';
 import { say, errorText } from './output.js';
+import { templateCheck } from './template-check.js';
 
 const TEMPLATE_KEY = /^[\x21-\x7e]{1,32}$/;
 const TITLE_MAX_CHARS = 100;
@@ -73,6 +74,9 @@ export function registerClientCommands(program: Command, name: string): void {
   withConfigDir(template.command('get <key>').description('print the template JSON as stored')).action((key: string, o: ConfigFlags) =>
     templateGet(name, key, o),
   );
+  withConfigDir(template.command('check').description("compare every template with the account's templates at WeChat: template_id and data keys"))
+    .option('--json', 'print as JSON')
+    .action((o: ConfigFlags & { json?: boolean }) => templateCheck(name, o));
   withConnection(
     template
       .command('set <key>')

@@ -4,7 +4,8 @@
  * (see TokenManager).
  *
  * Error contract:
- * - `sendTemplate` / `quota` resolve with WeChat's JSON answer whatever its errcode; they reject
+ * - `sendTemplate` / `quota` / `privateTemplates` / `subscribeTemplates` resolve with WeChat's JSON
+ *   answer whatever its errcode; they reject
  *   only with {@link WechatTransportError} (HTTP non-2xx, timeout, connection error, non-JSON),
  *   whose `retryable` flag says whether sending again may help.
  * - `fetchToken` resolves only with a token; every failure is a {@link TokenError}.
@@ -55,10 +56,46 @@ export interface QuotaResult {
   raw: string;
 }
 
+/** One template of an Official Account's template-message list (`get_all_private_template`). */
+export interface PrivateTemplateInfo {
+  templateId: string;
+  title: string;
+  primaryIndustry: string;
+  deputyIndustry: string;
+  /** e.g. `{{first.DATA}}\n商品：{{keyword1.DATA}}\n{{remark.DATA}}` */
+  content: string;
+  example: string;
+}
+
+/** One subscription template (`wxaapi/newtmpl/gettemplate`): an Official Account's or a mini program's. */
+export interface SubscribeTemplateInfo {
+  priTmplId: string;
+  title: string;
+  /** e.g. `商品名称:{{thing1.DATA}}\n金额:{{amount2.DATA}}` */
+  content: string;
+  example: string;
+  /** 2 = one-time subscription, 3 = long-term; 0 when WeChat did not say. */
+  type: number;
+}
+
+/** `templates` is present when errcode is 0. */
+export interface TemplateListResult<T> {
+  errcode: number;
+  errmsg: string;
+  templates?: T[];
+  raw: string;
+}
+
 const SEND_PATH = SEND_PATHS.template;
 const QUOTA_PATH = '/cgi-bin/openapi/quota/get';
+const PRIVATE_TEMPLATES_PATH = '/cgi-bin/template/get_all_private_template';
+const SUBSCRIBE_TEMPLATES_PATH = '/wxaapi/newtmpl/gettemplate';
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const SNIPPET = 160;
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : '';
+}
 
 function isPositiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v > 0;
@@ -266,6 +303,37 @@ export class WechatClient {
     return res;
   }
 
+  /** The Official Account's template-message templates (`GET /cgi-bin/template/get_all_private_template`). */
+  async privateTemplates(accessToken: string): Promise<TemplateListResult<PrivateTemplateInfo>> {
+    return this.templateList(PRIVATE_TEMPLATES_PATH, 'template_list', accessToken, (e) => {
+      const templateId = e['template_id'];
+      if (typeof templateId !== 'string') return undefined;
+      return {
+        templateId,
+        title: str(e['title']),
+        primaryIndustry: str(e['primary_industry']),
+        deputyIndustry: str(e['deputy_industry']),
+        content: str(e['content']),
+        example: str(e['example']),
+      };
+    });
+  }
+
+  /** The account's subscription templates (`GET /wxaapi/newtmpl/gettemplate`): bizsend's and subscribe/send's. */
+  async subscribeTemplates(accessToken: string): Promise<TemplateListResult<SubscribeTemplateInfo>> {
+    return this.templateList(SUBSCRIBE_TEMPLATES_PATH, 'data', accessToken, (e) => {
+      const priTmplId = e['priTmplId'];
+      if (typeof priTmplId !== 'string') return undefined;
+      return {
+        priTmplId,
+        title: str(e['title']),
+        content: str(e['content']),
+        example: str(e['example']),
+        type: typeof e['type'] === 'number' ? e['type'] : 0,
+      };
+    });
+  }
+
   /** Closes the pool once pending requests have finished (they are bounded by `timeoutMs`). */
   async close(): Promise<void> {
     if (this.pool.closed || this.pool.destroyed) return;
@@ -280,7 +348,41 @@ export class WechatClient {
 
   // ------------------------------------------------------------------ internals
 
-  private parseWechatJson(answer: HttpAnswer, method: string, path: string): Record<string, unknown> {
+  /**
+   * GETs a template list. `get_all_private_template` answers a success without any errcode
+   * (`{"template_list": [...]}`), so a missing errcode counts as 0 when the list is there;
+   * entries without their id are left out.
+   */
+  private async templateList<T>(
+    listPath: string,
+    field: string,
+    accessToken: string,
+    entry: (e: Record<string, unknown>) => T | undefined,
+  ): Promise<TemplateListResult<T>> {
+    const path = `${listPath}?access_token=${encodeURIComponent(accessToken)}`;
+    const answer = await this.request('GET', path);
+    const j = this.parseWechatJson(answer, 'GET', path, field);
+    const errcode = typeof j['errcode'] === 'number' ? j['errcode'] : 0;
+    const res: TemplateListResult<T> = { errcode, errmsg: typeof j['errmsg'] === 'string' ? j['errmsg'] : '', raw: answer.text };
+    if (errcode !== 0) return res;
+    const list = j[field];
+    if (!Array.isArray(list)) {
+      throw new WechatTransportError(`WeChat API answered GET ${listPath} with errcode 0 but no ${field} list: ${snippet(answer.text)}`, {
+        kind: 'invalid_response',
+        status: answer.status,
+        retryable: true,
+      });
+    }
+    res.templates = [];
+    for (const e of list) {
+      const t = e !== null && typeof e === 'object' ? entry(e as Record<string, unknown>) : undefined;
+      if (t !== undefined) res.templates.push(t);
+    }
+    return res;
+  }
+
+  /** `listField`: an answer holding that array needs no errcode (get_all_private_template's success). */
+  private parseWechatJson(answer: HttpAnswer, method: string, path: string, listField?: string): Record<string, unknown> {
     if (answer.status < 200 || answer.status > 299) {
       const s = answer.status;
       throw new WechatTransportError(
@@ -294,7 +396,13 @@ export class WechatClient {
     } catch {
       json = undefined;
     }
-    if (json === null || typeof json !== 'object' || typeof (json as Record<string, unknown>)['errcode'] !== 'number') {
+    const j = json as Record<string, unknown> | null | undefined;
+    const wellFormed =
+      j !== null &&
+      typeof j === 'object' &&
+      !Array.isArray(j) &&
+      (typeof j['errcode'] === 'number' || (listField !== undefined && j['errcode'] === undefined && Array.isArray(j[listField])));
+    if (!wellFormed) {
       throw new WechatTransportError(
         `WeChat API answered ${method} ${redactSecrets(path)} with something that is not its JSON: ${snippet(answer.text)}`,
         { kind: 'invalid_response', status: answer.status, retryable: true },
