@@ -1,6 +1,6 @@
 /**
  * `mega <name> push|send|tset` (requests to the daemon over its TCP port, with MegaClient) and
- * `mega <name> template list|get|set|rm` (the template store of the config, then a TSet to the
+ * `mega <name> template list|get|set|rm|check` (the template store of the config, then a TSet to the
  * daemon when it runs).
  */
 
