@@ -2,7 +2,16 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { CallbackCryptoError, CallbackXmlError } from '../errors.js';
-import { receiptStateOf, type LedgerReceipt } from '../ledger/index.js';
+import {
+  ledgerSubscription,
+  receiptStateOf,
+  subscribeSentStateOf,
+  subscribeSentStatus,
+  type LedgerReceipt,
+  type LedgerSubscription,
+  type SubscriptionEvent,
+} from '../ledger/index.js';
+import { repeatedFields } from '../wechat/callback-xml.js';
 import {
   appidMatches,
   decryptCallbackMessage,
@@ -20,7 +29,25 @@ import { ReplayGuard, SUCCESS, type CallbackAnswer } from './replay-guard.js';
 /** Where receipts go: the Ledger. `sync` rejects when they could not be made durable. */
 export interface ReceiptSink {
   receipt(receipt: LedgerReceipt): void;
+  /** A subscribe popup's or settings change's answer for one template; without it they are forwarded as before. */
+  subscription?(subscription: LedgerSubscription): void;
   sync(): Promise<void>;
+}
+
+/** The events this endpoint records (docs/CALLBACK.md); any other is forwarded. */
+const SUBSCRIBE_SENT = 'subscribe_msg_sent_event';
+/** The element holding an event's `<List>`s. */
+const LIST_OF: Record<string, string> = {
+  subscribe_msg_popup_event: 'SubscribeMsgPopupEvent',
+  subscribe_msg_change_event: 'SubscribeMsgChangeEvent',
+  [SUBSCRIBE_SENT]: 'SubscribeMsgSentEvent',
+};
+
+/** The `<List>` entries of a subscribe event, each as its fields (text entries are not lists). */
+function listsOf(fields: CallbackFields, event: string): CallbackFields[] {
+  const holder = fields[LIST_OF[event]!];
+  if (holder === undefined || typeof holder === 'string') return [];
+  return repeatedFields(holder, 'List').filter((l): l is CallbackFields => typeof l !== 'string');
 }
 
 export interface CallbackServerOptions {
@@ -54,7 +81,10 @@ export interface CallbackServerOptions {
 /** What the endpoint did, for `status`. */
 export interface CallbackStats {
   requests: number;
+  /** TEMPLATESENDJOBFINISH receipts, and each send of a `subscribe_msg_sent_event`. */
   receipts: number;
+  /** Template answers of `subscribe_msg_popup_event` and `subscribe_msg_change_event` recorded. */
+  subscriptions: number;
   forwarded: number;
   /** Refused requests by reason. */
   refused: { signature: number; stale: number; replay: number; malformed: number; tooLarge: number };
@@ -75,7 +105,8 @@ class Refusal {
 
 /**
  * WeChat's server-URL protocol on HTTP (docs/CALLBACK.md): the GET verification, and POSTed
- * messages in plaintext or safe mode. `TEMPLATESENDJOBFINISH` receipts go to the ledger and are
+ * messages in plaintext or safe mode. `TEMPLATESENDJOBFINISH` receipts and the subscribe events
+ * (`subscribe_msg_sent_event`, `_popup_event`, `_change_event`) go to the ledger and are
  * answered `success` once durable (WeChat never sends again a receipt it got `success` for);
  * any other verified request goes to `[callback] forward_url` and its answer back to WeChat.
  * Nothing that fails verification is recorded or forwarded.
@@ -92,6 +123,7 @@ export class CallbackServer {
   readonly stats: CallbackStats = {
     requests: 0,
     receipts: 0,
+    subscriptions: 0,
     forwarded: 0,
     refused: { signature: 0, stale: 0, replay: 0, malformed: 0, tooLarge: 0 },
     forwardFailures: 0,
@@ -221,7 +253,8 @@ export class CallbackServer {
   /** A verified, new POST: opened (safe mode), then recorded as a receipt or forwarded. */
   private async message(req: IncomingMessage, url: URL, q: Query, body: Buffer): Promise<CallbackAnswer> {
     const fields = this.open(q, body);
-    const isReceipt = textField(fields, 'MsgType') === 'event' && textField(fields, 'Event') === 'TEMPLATESENDJOBFINISH';
+    const event = textField(fields, 'MsgType') === 'event' ? (textField(fields, 'Event') ?? '') : '';
+    const isReceipt = event === 'TEMPLATESENDJOBFINISH';
     const forward = () =>
       this.forwarder!.forward({
         method: req.method ?? 'POST',
@@ -230,6 +263,13 @@ export class CallbackServer {
         body,
         remoteAddress: req.socket.remoteAddress,
       });
+    const sink = this.options.sink;
+    if (Object.hasOwn(LIST_OF, event) && sink && (event === SUBSCRIBE_SENT || sink.subscription)) {
+      // recorded like receipts; still forwarded as before (the app may act on them), its answer unused
+      await this.subscribeEvent(fields, event);
+      if (this.forwarder) this.noteForward(await forward());
+      return SUCCESS;
+    }
     if (!isReceipt) {
       if (!this.forwarder) return SUCCESS;
       const answer = await forward();
@@ -242,16 +282,62 @@ export class CallbackServer {
     this.stats.receipts++;
     if (this.options.sink) {
       this.options.sink.receipt({ receipt: wechatMsgid, state: receiptStateOf(status), status, openid: textField(fields, 'FromUserName'), at: this.now() });
-      try {
-        await this.options.sink.sync();
-      } catch (err) {
-        // not durable: no `success`, so WeChat sends it again
-        this.options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'a receipt could not be recorded');
-        throw new Refusal(503, 'unavailable', 'receipt not recorded');
-      }
+      await this.durable('receipt');
     }
     if (this.forwarder && this.options.forwardReceipts) this.noteForward(await forward());
     return SUCCESS;
+  }
+
+  /** Waits for the sink's journal write. @throws Refusal 503 when it failed: no `success`, so WeChat sends it again */
+  private async durable(what: string): Promise<void> {
+    try {
+      await this.options.sink!.sync();
+    } catch (err) {
+      this.options.logger.warn({ err: err instanceof Error ? err.message : String(err) }, `a ${what} could not be recorded`);
+      throw new Refusal(503, 'unavailable', `${what} not recorded`);
+    }
+  }
+
+  /**
+   * A subscribe event to the sink: each `<List>` of a `subscribe_msg_sent_event` is a receipt of
+   * the send with that MsgID (ErrorCode 0 delivered, else failed); each of a popup or settings
+   * event the user's status for that template. Entries with another status (none documented)
+   * are left out: a popup or change event with nothing to record is answered `success` and only
+   * forwarded, as before; a sent event without a numeric MsgID is malformed, like a receipt.
+   */
+  private async subscribeEvent(fields: CallbackFields, event: string): Promise<void> {
+    const sink = this.options.sink!;
+    const openid = textField(fields, 'FromUserName') ?? '';
+    const at = this.now();
+    const lists = listsOf(fields, event);
+    if (event === SUBSCRIBE_SENT) {
+      const sends = lists.filter((l) => /^\d{1,20}$/.test(textField(l, 'MsgID') ?? ''));
+      if (sends.length === 0) throw new Refusal(400, 'malformed', 'subscribe_msg_sent_event without a List with a numeric MsgID');
+      for (const l of sends) {
+        const code = textField(l, 'ErrorCode') ?? '';
+        const errorStatus = textField(l, 'ErrorStatus') ?? '';
+        sink.receipt({
+          receipt: textField(l, 'MsgID')!,
+          state: subscribeSentStateOf(code, errorStatus),
+          status: subscribeSentStatus(code, errorStatus),
+          openid: openid || undefined,
+          at,
+        });
+      }
+      this.stats.receipts += sends.length;
+      return this.durable('receipt');
+    }
+    const answers = lists.filter((l) => (textField(l, 'TemplateId') ?? '') !== '' && ['accept', 'reject'].includes(textField(l, 'SubscribeStatusString') ?? ''));
+    if (openid === '' || answers.length === 0) {
+      this.options.logger.debug({ event }, 'callback: a subscribe event with no openid or no accept/reject entry, nothing recorded');
+      return;
+    }
+    for (const l of answers) {
+      const status = textField(l, 'SubscribeStatusString') as 'accept' | 'reject';
+      sink.subscription!(ledgerSubscription(openid, textField(l, 'TemplateId')!, status, event as SubscriptionEvent, at));
+    }
+    this.stats.subscriptions += answers.length;
+    return this.durable('subscription');
   }
 
   /** The message's fields: the body itself in plaintext mode, its `<Encrypt>` opened in safe mode. */

@@ -135,5 +135,11 @@ function formatRecord(r: MessageRecord): string {
     ['sent', time(r.sentAt)],
     ['final', time(r.finalAt)],
   ];
-  return rows.map(([label, value]) => `${(label + ':').padEnd(14)}${value}`).join('\n');
+  const lines = rows.map(([label, value]) => `${(label + ':').padEnd(14)}${value}`);
+  // the openid's, for every template: the ledger knows a message's template key, not its WeChat template id
+  if (r.subscriptions && r.subscriptions.length > 0) {
+    lines.push(`subscriptions of ${r.openid} (latest per template id, all templates):`);
+    for (const s of r.subscriptions) lines.push(`  ${s.templateId}\t${s.status}\t${s.event}\t${time(s.at)}`);
+  }
+  return lines.join('\n');
 }

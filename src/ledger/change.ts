@@ -1,4 +1,4 @@
-import type { MessageFilter, MessageRecord, MessageState } from '../protocol/message-record.js';
+import type { MessageFilter, MessageRecord, MessageState, SubscriptionStatus } from '../protocol/message-record.js';
 
 /**
  * One state change of one message, as the journal holds it and the store applies it: only the
@@ -47,6 +47,62 @@ export function receiptStateOf(status: string): ReceiptState {
   if (status === 'success') return 'delivered';
   if (/user\s*block/i.test(status)) return 'failed_user_block';
   return 'failed_system';
+}
+
+/**
+ * What a `subscribe_msg_sent_event` says about a send: ErrorCode 0 is a delivery, any other an
+ * asynchronous failure, a user's block when ErrorStatus says so (WeChat's own wording, as in a
+ * TEMPLATESENDJOBFINISH Status), a system failure otherwise.
+ */
+export function subscribeSentStateOf(errorCode: string, errorStatus: string): ReceiptState {
+  if (/^0*$/.test(errorCode.trim()) && errorCode.trim() !== '') return 'delivered';
+  return /block/i.test(errorStatus) ? 'failed_user_block' : 'failed_system';
+}
+
+/** The Status a subscribe send's receipt keeps (a failure's errmsg): ErrorStatus with its ErrorCode. */
+export function subscribeSentStatus(errorCode: string, errorStatus: string): string {
+  if (subscribeSentStateOf(errorCode, errorStatus) === 'delivered') return errorStatus || 'success';
+  return `${errorStatus || 'failed'} (ErrorCode ${errorCode.trim()})`;
+}
+
+/** The subscribe events that set a user's subscription to a template. */
+export const SUBSCRIPTION_EVENTS = ['subscribe_msg_popup_event', 'subscribe_msg_change_event'] as const;
+export type SubscriptionEvent = (typeof SUBSCRIPTION_EVENTS)[number];
+
+/**
+ * A user's answer for one template (a subscribe popup, or a change in the settings) as the
+ * journal holds it: its first member is `subscription` (the openid), so a scan for a message's
+ * changes or a receipt never mistakes one for its own.
+ */
+export interface LedgerSubscription {
+  /** The openid. */
+  subscription: string;
+  templateId: string;
+  status: SubscriptionStatus['status'];
+  event: SubscriptionEvent;
+  /** When it arrived (ms). */
+  at: number;
+}
+
+/** A subscription in the journal's member order (`subscription` first: see LedgerSubscription). */
+export function ledgerSubscription(openid: string, templateId: string, status: 'accept' | 'reject', event: SubscriptionEvent, at: number): LedgerSubscription {
+  return { subscription: openid, templateId, status, event, at };
+}
+
+/**
+ * The latest status per template id of what is given (the stored rows, then the journal's, in
+ * the order they happened): a later or equally late one wins, so the journal's own order decides
+ * between two of one millisecond. Newest first.
+ */
+export function latestSubscriptions(subs: Iterable<LedgerSubscription>): SubscriptionStatus[] {
+  const by = new Map<string, LedgerSubscription>();
+  for (const s of subs) {
+    const old = by.get(s.templateId);
+    if (!old || s.at >= old.at) by.set(s.templateId, s);
+  }
+  return [...by.values()]
+    .sort((a, b) => b.at - a.at || (a.templateId < b.templateId ? -1 : 1))
+    .map((s) => ({ templateId: s.templateId, status: s.status, event: s.event, at: s.at }));
 }
 
 /** A record with a receipt applied: the final state, and WeChat's Status as errmsg of a failure. */

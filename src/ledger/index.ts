@@ -11,7 +11,23 @@ export { LedgerJournal } from './journal.js';
 export { openLedgerStore, type LedgerStore, type LedgerStoreOptions } from './store.js';
 export { ThreadedLedgerStore } from './threaded-store.js';
 export { StoppedLedger } from './stopped.js';
-export { mergeChange, applyChange, recordOf, receiptStateOf, applyReceipt, type LedgerChange, type LedgerReceipt, type ReceiptState } from './change.js';
+export {
+  mergeChange,
+  applyChange,
+  recordOf,
+  receiptStateOf,
+  applyReceipt,
+  ledgerSubscription,
+  latestSubscriptions,
+  subscribeSentStateOf,
+  subscribeSentStatus,
+  SUBSCRIPTION_EVENTS,
+  type LedgerChange,
+  type LedgerReceipt,
+  type LedgerSubscription,
+  type ReceiptState,
+  type SubscriptionEvent,
+} from './change.js';
 
 /** The journal's folder: beside the dead-letter log (and the pid file), outside the queue's own folder. */
 export function ledgerJournalDir(config: MegaConfig): string {

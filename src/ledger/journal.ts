@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { mergeInto, type LedgerChange, type LedgerReceipt } from './change.js';
+import { mergeInto, type LedgerChange, type LedgerReceipt, type LedgerSubscription } from './change.js';
 import type { MessageRecord } from '../protocol/message-record.js';
 
 const write = promisify(fs.write);
@@ -43,7 +43,7 @@ export function journalSegmentFile(dir: string, n: number): string {
  *   <msgid> TAB S TAB <at> TAB <attempts> TAB <WeChat's msgid or ''>  sent: errcode 0, errmsg ok, sentAt = at
  *
  * Every other change is one JSON object with `msgid` first, a receipt one with `receipt` first,
- * and journals left by earlier versions hold only JSON: a line starting with `{` is JSON. A
+ * a subscription (subscribe popup or settings event) one with `subscription` first, and journals left by earlier versions hold only JSON: a line starting with `{` is JSON. A
  * line starts with its msgid either way, which is how scan() finds a message's lines.
  */
 
@@ -117,7 +117,7 @@ function msgidAt(text: string, from: number, to: number): boolean {
  * The change or receipt of the line `text[start, end)` (no newline), or undefined for a line
  * that is not whole: a torn tail, or garbage.
  */
-export function parseJournalLine(text: string, start: number, end: number): LedgerChange | LedgerReceipt | undefined {
+export function parseJournalLine(text: string, start: number, end: number): JournalLine | undefined {
   if (text.charCodeAt(start) === 0x7b) return parseJsonLine(text.slice(start, end));
   const t1 = text.indexOf('\t', start);
   if (t1 < 0 || t1 + 3 > end || text.charCodeAt(t1 + 2) !== 9 || !msgidAt(text, start, t1)) return undefined;
@@ -163,20 +163,34 @@ export function parseJournalLine(text: string, start: number, end: number): Ledg
   return undefined;
 }
 
-function parseJsonLine(line: string): LedgerChange | LedgerReceipt | undefined {
-  let value: (LedgerChange & LedgerReceipt) | null;
+/** What one journal line holds. */
+export type JournalLine = LedgerChange | LedgerReceipt | LedgerSubscription;
+
+function parseJsonLine(line: string): JournalLine | undefined {
+  let value: (LedgerChange & LedgerReceipt & LedgerSubscription) | null;
   try {
-    value = JSON.parse(line) as LedgerChange & LedgerReceipt;
+    value = JSON.parse(line) as LedgerChange & LedgerReceipt & LedgerSubscription;
   } catch {
     return undefined;
+  }
+  if (typeof value?.subscription === 'string') {
+    return typeof value.templateId === 'string' && (value.status === 'accept' || value.status === 'reject') && typeof value.at === 'number' ? value : undefined;
   }
   if (typeof value?.state !== 'string') return undefined;
   if (typeof value.msgid === 'string' || typeof value.receipt === 'string') return value;
   return undefined;
 }
 
-function isChange(line: LedgerChange | LedgerReceipt): line is LedgerChange {
+function isChange(line: JournalLine): line is LedgerChange {
   return (line as LedgerChange).msgid !== undefined;
+}
+
+function isSubscription(line: JournalLine): line is LedgerSubscription {
+  return (line as LedgerSubscription).subscription !== undefined;
+}
+
+function kindOf(line: JournalLine): 'change' | 'receipt' | 'subscription' {
+  return isChange(line) ? 'change' : isSubscription(line) ? 'subscription' : 'receipt';
 }
 
 /**
@@ -184,7 +198,12 @@ function isChange(line: LedgerChange | LedgerReceipt): line is LedgerChange {
  * line cut short by a crash, or garbage after the last whole line) ends it.
  * @returns how many characters were ignored
  */
-export function parseJournal(text: string, onChange: (c: LedgerChange) => void, onReceipt: (r: LedgerReceipt) => void): number {
+export function parseJournal(
+  text: string,
+  onChange: (c: LedgerChange) => void,
+  onReceipt: (r: LedgerReceipt) => void,
+  onSubscription: (s: LedgerSubscription) => void = () => {},
+): number {
   let start = 0;
   for (;;) {
     const end = text.indexOf('\n', start);
@@ -192,6 +211,7 @@ export function parseJournal(text: string, onChange: (c: LedgerChange) => void, 
     const line = parseJournalLine(text, start, end);
     if (line === undefined) break;
     if (isChange(line)) onChange(line);
+    else if (isSubscription(line)) onSubscription(line);
     else onReceipt(line);
     start = end + 1;
   }
@@ -262,6 +282,11 @@ export class LedgerJournal {
   /** A receipt: one line, `receipt` its first member (see LedgerReceipt). */
   appendReceipt(receipt: LedgerReceipt): void {
     this.buffer.push(JSON.stringify(receipt));
+  }
+
+  /** A subscription: one line, `subscription` its first member (see LedgerSubscription). */
+  appendSubscription(subscription: LedgerSubscription): void {
+    this.buffer.push(JSON.stringify(subscription));
   }
 
   /** A change already serialised (queuedLine, sentLine): starting with its msgid, no newline. */
@@ -398,11 +423,16 @@ export class LedgerJournal {
     return this.scanLines<LedgerReceipt>([wechatMsgid === undefined ? '{"receipt":' : `{"receipt":${JSON.stringify(wechatMsgid)},`], 'receipt', maxBytes);
   }
 
+  /** The subscriptions not known to be in the database, oldest first: of one openid, or all. */
+  scanSubscriptions(openid?: string, maxBytes = 64 * 1024 * 1024): LedgerSubscription[] {
+    return this.scanLines<LedgerSubscription>([openid === undefined ? '{"subscription":' : `{"subscription":${JSON.stringify(openid)},`], 'subscription', maxBytes);
+  }
+
   /**
    * The changes (or receipts) of the newest segments (up to `maxBytes`) and the buffer: those
    * on lines starting with one of `needles`, or every one without needles.
    */
-  private scanLines<T>(needles: readonly string[] | undefined, want: 'change' | 'receipt', maxBytes: number): T[] {
+  private scanLines<T>(needles: readonly string[] | undefined, want: ReturnType<typeof kindOf>, maxBytes: number): T[] {
     const files = [...this.sealedSegments(), this.active].map((n) => this.file(n));
     const chosen: string[] = [];
     let budget = maxBytes;
@@ -418,7 +448,7 @@ export class LedgerJournal {
       chosen.unshift(files[i]!);
     }
     const out: T[] = [];
-    const take = (text: string): void => collect(text, needles, want, out as Array<LedgerChange | LedgerReceipt>);
+    const take = (text: string): void => collect(text, needles, want, out as JournalLine[]);
     for (const f of chosen) {
       let text: string;
       try {
@@ -446,15 +476,17 @@ export class LedgerJournal {
  * crash, or garbage after the last whole line) ends it: `torn` says how many characters were
  * ignored.
  */
-export function readJournalFile(file: string): { changes: LedgerChange[]; receipts: LedgerReceipt[]; torn: number } {
+export function readJournalFile(file: string): { changes: LedgerChange[]; receipts: LedgerReceipt[]; subscriptions: LedgerSubscription[]; torn: number } {
   const changes: LedgerChange[] = [];
   const receipts: LedgerReceipt[] = [];
+  const subscriptions: LedgerSubscription[] = [];
   const torn = parseJournal(
     fs.readFileSync(file, 'utf8'),
     (c) => changes.push(c),
     (r) => receipts.push(r),
+    (s) => subscriptions.push(s),
   );
-  return { changes, receipts, torn };
+  return { changes, receipts, subscriptions, torn };
 }
 
 /** Changes applied per store write while reading the journal back. */
@@ -471,6 +503,7 @@ export async function applyJournalFiles(
   store: {
     upsert(changes: readonly LedgerChange[]): Promise<MessageRecord[]>;
     applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]>;
+    applySubscriptions?(subscriptions: readonly LedgerSubscription[]): Promise<void>;
   },
   files: readonly string[],
 ): Promise<{ torn: Array<{ file: string; torn: number }>; finals: MessageRecord[] }> {
@@ -487,6 +520,10 @@ export async function applyJournalFiles(
   const onReceipt = (r: LedgerReceipt): void => {
     receipts.push(r);
   };
+  const subscriptions: LedgerSubscription[] = [];
+  const onSubscription = (s: LedgerSubscription): void => {
+    subscriptions.push(s);
+  };
   for (const file of files) {
     let text: string;
     try {
@@ -495,7 +532,7 @@ export async function applyJournalFiles(
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       throw err;
     }
-    const ignored = parseJournal(text, onChange, onReceipt);
+    const ignored = parseJournal(text, onChange, onReceipt, onSubscription);
     if (ignored > 0) torn.push({ file, torn: ignored });
     if (merged.size >= APPLY_BATCH) {
       finals.push(...(await store.upsert([...merged.values()])));
@@ -504,6 +541,10 @@ export async function applyJournalFiles(
   }
   if (merged.size > 0) finals.push(...(await store.upsert([...merged.values()])));
   for (let i = 0; i < receipts.length; i += APPLY_BATCH) finals.push(...(await store.applyReceipts(receipts.slice(i, i + APPLY_BATCH))));
+  // a store without the table (none today) would drop them: they change no message
+  if (store.applySubscriptions) {
+    for (let i = 0; i < subscriptions.length; i += APPLY_BATCH) await store.applySubscriptions(subscriptions.slice(i, i + APPLY_BATCH));
+  }
   return { torn, finals: distinctFinals(finals) };
 }
 
@@ -523,10 +564,10 @@ function distinctFinals(records: readonly MessageRecord[]): MessageRecord[] {
  * line without needles), parsed, onto `out` in the order of the text. Unlike replay, a line that
  * does not parse is skipped, not the end: it is one being written, or torn.
  */
-function collect(text: string, needles: readonly string[] | undefined, want: 'change' | 'receipt', out: Array<LedgerChange | LedgerReceipt>): void {
+function collect(text: string, needles: readonly string[] | undefined, want: ReturnType<typeof kindOf>, out: JournalLine[]): void {
   const keep = (start: number, end: number): void => {
     const line = parseJournalLine(text, start, end);
-    if (line !== undefined && isChange(line) === (want === 'change')) out.push(line);
+    if (line !== undefined && kindOf(line) === want) out.push(line);
   };
   if (needles === undefined) {
     for (let start = 0; ; ) {

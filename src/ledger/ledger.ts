@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../backoff.js';
 import { LedgerStoreError } from '../errors.js';
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import { applyChange, coalesce, fitsFilter, receiptsByWechatMsgid, recordOf, withReceipts, type LedgerChange, type LedgerReceipt } from './change.js';
+import { applyChange, coalesce, fitsFilter, latestSubscriptions, receiptsByWechatMsgid, recordOf, withReceipts, type LedgerChange, type LedgerReceipt, type LedgerSubscription } from './change.js';
 import { applyJournalFiles, LedgerJournal, queuedLine, sentLine } from './journal.js';
 import { withKeptReceipt, type LedgerStore } from './store.js';
 
@@ -144,6 +144,16 @@ export class Ledger implements LedgerReader {
     this.maybeWrite();
   }
 
+  /**
+   * A user's subscription status for a template (a subscribe popup or settings event), kept per
+   * openid and template id; durable once the next {@link sync} resolves.
+   */
+  subscription(subscription: LedgerSubscription): void {
+    if (this.closed) return;
+    this.journal.appendSubscription(subscription);
+    this.maybeWrite();
+  }
+
   /** Any other change; durable once the next {@link commit} resolves. */
   note(change: LedgerChange): void {
     if (this.closed) return;
@@ -208,13 +218,21 @@ export class Ledger implements LedgerReader {
       await this.options.store.init();
       stored = await this.options.store.get(msgid);
     } catch (err) {
-      if (mem) return this.withReceipt(recordOf(mem));
+      if (mem) return this.withSubscriptions(this.withReceipt(recordOf(mem)), false);
       throw err;
     }
     const record = mem ? applyChange(stored, mem) : stored;
     if (!record) return undefined;
     // its send not written yet, and its receipt written first: kept in the receipt table
-    return this.withReceipt(await withKeptReceipt(this.options.store, record, stored).catch(() => record));
+    return this.withSubscriptions(this.withReceipt(await withKeptReceipt(this.options.store, record, stored).catch(() => record)), true);
+  }
+
+  /** The openid's latest subscription statuses, from the table (when it can be read) and the journal over it. */
+  private async withSubscriptions(record: MessageRecord, readStore: boolean): Promise<MessageRecord> {
+    if (record.openid === '') return record;
+    const stored = readStore && this.options.store.subscriptionsOf ? await this.options.store.subscriptionsOf(record.openid).catch(() => []) : [];
+    const subscriptions = latestSubscriptions([...stored, ...this.journal.scanSubscriptions(record.openid)]);
+    return subscriptions.length > 0 ? { ...record, subscriptions } : record;
   }
 
   /** A receipt still in the journal applied over the record (one written is in the row already). */

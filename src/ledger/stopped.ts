@@ -1,5 +1,5 @@
 import type { LedgerReader, MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import { applyChange, coalesce, fitsFilter, receiptsByWechatMsgid, withReceipts, type LedgerChange, type LedgerReceipt } from './change.js';
+import { applyChange, coalesce, fitsFilter, latestSubscriptions, receiptsByWechatMsgid, withReceipts, type LedgerChange, type LedgerReceipt, type LedgerSubscription } from './change.js';
 import { journalSegmentFile, journalSegments, readJournalFile } from './journal.js';
 import { withKeptReceipt, type LedgerStore } from './store.js';
 
@@ -7,6 +7,7 @@ import { withKeptReceipt, type LedgerStore } from './store.js';
 interface Journal {
   changes: Map<string, LedgerChange>;
   receipts: Map<string, LedgerReceipt[]>;
+  subscriptions: LedgerSubscription[];
 }
 
 /**
@@ -22,7 +23,12 @@ export class StoppedLedger implements LedgerReader {
   ) {}
 
   async get(msgid: string): Promise<MessageRecord | undefined> {
-    return this.recordOf(msgid, this.journal());
+    const journal = this.journal();
+    const record = await this.recordOf(msgid, journal);
+    if (!record || record.openid === '') return record;
+    const stored = this.store.subscriptionsOf ? await this.store.subscriptionsOf(record.openid) : [];
+    const subscriptions = latestSubscriptions([...stored, ...journal.subscriptions.filter((s) => s.subscription === record.openid)]);
+    return subscriptions.length > 0 ? { ...record, subscriptions } : record;
   }
 
   /** The table's rows that fit, and every message the journal names, each as get() sees it. */
@@ -52,11 +58,12 @@ export class StoppedLedger implements LedgerReader {
   private journal(): Journal {
     const changes = new Map<string, LedgerChange>();
     const receipts = new Map<string, LedgerReceipt[]>();
+    const subscriptions: LedgerSubscription[] = [];
     let segments: number[];
     try {
       segments = journalSegments(this.journalDir);
     } catch {
-      return { changes, receipts }; // no journal: the daemon never ran with the ledger here
+      return { changes, receipts, subscriptions }; // no journal: the daemon never ran with the ledger here
     }
     for (const n of segments) {
       let read;
@@ -67,7 +74,8 @@ export class StoppedLedger implements LedgerReader {
       }
       coalesce(read.changes, changes);
       receiptsByWechatMsgid(read.receipts, receipts);
+      subscriptions.push(...read.subscriptions);
     }
-    return { changes, receipts };
+    return { changes, receipts, subscriptions };
   }
 }

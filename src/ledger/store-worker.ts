@@ -13,7 +13,7 @@ import { applyJournalFiles } from './journal.js';
 export interface StoreCall {
   id: number;
   /** `stage`: the first chunks of a batch, applied with the `upsert` that ends it. */
-  method: 'init' | 'stage' | 'upsert' | 'applyReceipts' | 'receiptOf' | 'applyJournal' | 'get' | 'list' | 'purge' | 'close';
+  method: 'init' | 'stage' | 'upsert' | 'applyReceipts' | 'receiptOf' | 'applySubscriptions' | 'subscriptionsOf' | 'applyJournal' | 'get' | 'list' | 'purge' | 'close';
   args: unknown[];
 }
 

@@ -3,7 +3,7 @@ import type { ResultSetHeader, RowDataPacket } from 'mysql2/promise';
 import { LedgerStoreError } from '../errors.js';
 import { MysqlStore, openSqlite, parseDsn, sqliteLocation, SqlStore, tableName, textColumn, type MysqlDsn, type SqliteDsn } from '../db/index.js';
 import { MESSAGE_STATES, type LedgerReader, type MessageFilter, type MessageRecord, type MessageState } from '../protocol/message-record.js';
-import { applyReceipt, ERRMSG_MAX, type LedgerChange, type LedgerReceipt } from './change.js';
+import { applyReceipt, ERRMSG_MAX, type LedgerChange, type LedgerReceipt, type LedgerSubscription, type SubscriptionEvent } from './change.js';
 
 /**
  * The table `{table_prefix}message` (default `mega_message`) in the `[pdo]` store: one row per
@@ -31,6 +31,14 @@ export interface LedgerStore extends LedgerReader {
   applyReceipts(receipts: readonly LedgerReceipt[]): Promise<MessageRecord[]>;
   /** The receipt kept for WeChat's msgid, if any (for a message whose `sent` is not written yet). */
   receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined>;
+  /**
+   * Keeps each user's latest subscription status per template id (table
+   * `{table_prefix}subscription`): one not later than the kept one changes nothing, so a replay
+   * of older journal lines never takes a status back. Optional for stores made elsewhere (tests).
+   */
+  applySubscriptions?(subscriptions: readonly LedgerSubscription[]): Promise<void>;
+  /** The kept subscription statuses of an openid, one per template id. */
+  subscriptionsOf?(openid: string): Promise<LedgerSubscription[]>;
   /**
    * Applies journal files (see applyJournalFiles), where the store can do it off the main
    * thread; the Ledger reads them itself otherwise.
@@ -152,6 +160,23 @@ function receiptTableOf(messageTable: string): string {
   return messageTable.replace(/message$/, 'receipt');
 }
 
+/** `{prefix}subscription` beside `{prefix}message`. */
+function subscriptionTableOf(messageTable: string): string {
+  return messageTable.replace(/message$/, 'subscription');
+}
+
+const SUBSCRIPTION_MAX = 256;
+
+function keptSubscription(row: Record<string, unknown>): LedgerSubscription {
+  return {
+    subscription: textColumn(row.openid),
+    templateId: textColumn(row.template_id),
+    status: textColumn(row.status) === 'accept' ? 'accept' : 'reject',
+    event: textColumn(row.event) as SubscriptionEvent,
+    at: Number(row.at),
+  };
+}
+
 function keptReceipt(row: Record<string, unknown>): LedgerReceipt {
   const state = textColumn(row.state);
   return {
@@ -234,6 +259,8 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
   private applyAll: ((changes: readonly LedgerChange[]) => MessageRecord[]) | undefined;
   private receiveAll: ((receipts: readonly LedgerReceipt[]) => MessageRecord[]) | undefined;
   private readonly receiptTable: string;
+  private readonly subscriptionTable: string;
+  private keepSubscriptions: ((subs: readonly LedgerSubscription[]) => void) | undefined;
   /** Where the next retention window starts (a rowid; see purge). */
   private purgeFrom = 0;
 
@@ -244,6 +271,7 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
     super(LedgerStoreError, 'ledger store');
     this.location = sqliteLocation(dsn);
     this.receiptTable = receiptTableOf(table);
+    this.subscriptionTable = subscriptionTableOf(table);
   }
 
   async init(): Promise<void> {
@@ -251,6 +279,7 @@ class SqliteLedgerStore extends SqlStore implements LedgerStore {
     this.checkOpenable();
     const t = this.table;
     const rt = this.receiptTable;
+    const st = this.subscriptionTable;
     try {
       const { db } = openSqlite(this.dsn, (db) => {
         db.exec(`CREATE TABLE IF NOT EXISTS ${t} (
@@ -276,7 +305,15 @@ CREATE TABLE IF NOT EXISTS ${rt} (
   openid TEXT NOT NULL DEFAULT '',
   at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ${rt}_at ON ${rt} (at);`);
+CREATE INDEX IF NOT EXISTS ${rt}_at ON ${rt} (at);
+CREATE TABLE IF NOT EXISTS ${st} (
+  openid TEXT NOT NULL,
+  template_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  event TEXT NOT NULL DEFAULT '',
+  at INTEGER NOT NULL,
+  PRIMARY KEY (openid, template_id)
+);`);
         migrateSqliteIndexes(db, t);
         return undefined;
       });
@@ -338,6 +375,13 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET at = ${SAME_RECEIPT_KEEPS_AT('excluded')
         }
         return records(finals);
       });
+      const keepSubscription = db.prepare(
+        `INSERT INTO ${st} (openid, template_id, status, event, at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT(openid, template_id) DO UPDATE SET status = excluded.status, event = excluded.event, at = excluded.at WHERE excluded.at >= at`,
+      );
+      this.keepSubscriptions = db.transaction((subs: readonly LedgerSubscription[]) => {
+        for (const x of subs) keepSubscription.run(x.subscription, x.templateId.slice(0, SUBSCRIPTION_MAX), x.status, x.event, x.at);
+      });
       this.receiveAll = db.transaction((receipts: readonly LedgerReceipt[]) => {
         const finals: MessageRecord[] = [];
         for (const r of receipts) {
@@ -379,6 +423,26 @@ ON CONFLICT(wechat_msgid) DO UPDATE SET at = ${SAME_RECEIPT_KEEPS_AT('excluded')
       return this.receiveAll!(receipts);
     } catch (err) {
       throw this.fail('write', err);
+    }
+  }
+
+  async applySubscriptions(subscriptions: readonly LedgerSubscription[]): Promise<void> {
+    this.handle();
+    try {
+      this.keepSubscriptions!(subscriptions);
+    } catch (err) {
+      throw this.fail('write', err);
+    }
+  }
+
+  async subscriptionsOf(openid: string): Promise<LedgerSubscription[]> {
+    try {
+      const rows = this.handle().prepare(`SELECT openid, template_id, status, event, at FROM ${this.subscriptionTable} WHERE openid = ?`).all(openid) as Array<
+        Record<string, unknown>
+      >;
+      return rows.map(keptSubscription);
+    } catch (err) {
+      throw this.fail('read', err);
     }
   }
 
@@ -478,6 +542,8 @@ class MysqlLedgerStore extends MysqlStore implements LedgerStore {
 
   private readonly receiptTable: string;
   private receiptsReady = false;
+  private readonly subscriptionTable: string;
+  private subscriptionsReady = false;
 
   constructor(
     dsn: MysqlDsn,
@@ -487,6 +553,7 @@ class MysqlLedgerStore extends MysqlStore implements LedgerStore {
   ) {
     super(LedgerStoreError, 'ledger store', dsn, username, password);
     this.receiptTable = receiptTableOf(table);
+    this.subscriptionTable = subscriptionTableOf(table);
   }
 
   async init(): Promise<void> {
@@ -506,6 +573,24 @@ class MysqlLedgerStore extends MysqlStore implements LedgerStore {
       [],
     );
     this.receiptsReady = true;
+    await this.openSubscriptionTable();
+  }
+
+  private async openSubscriptionTable(): Promise<void> {
+    if (this.subscriptionsReady) return;
+    await this.run<ResultSetHeader>(
+      `create table ${this.subscriptionTable}`,
+      `CREATE TABLE IF NOT EXISTS \`${this.subscriptionTable}\` (
+  \`openid\` varchar(128) NOT NULL,
+  \`template_id\` varchar(${SUBSCRIPTION_MAX}) NOT NULL,
+  \`status\` varchar(16) NOT NULL,
+  \`event\` varchar(64) NOT NULL DEFAULT '',
+  \`at\` bigint NOT NULL,
+  PRIMARY KEY (\`openid\`, \`template_id\`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+      [],
+    );
+    this.subscriptionsReady = true;
   }
 
   private openMessageTable(): Promise<void> {
@@ -594,6 +679,26 @@ ON DUPLICATE KEY UPDATE at = ${SAME_RECEIPT_KEEPS_AT('mysql')}, state = VALUES(s
       finals.push(...(await this.records('wechat_msgid', ids)));
     });
     return finals;
+  }
+
+  async applySubscriptions(subscriptions: readonly LedgerSubscription[]): Promise<void> {
+    await this.openSubscriptionTable();
+    // one at a time, in order: a later one of the same openid and template must see the earlier
+    for (const x of subscriptions) {
+      // the IF()s compare with the kept `at` before it is assigned, so `at` goes last
+      await this.run<ResultSetHeader>(
+        'write',
+        `INSERT INTO \`${this.subscriptionTable}\` (openid, template_id, status, event, at) VALUES (?,?,?,?,?)
+ON DUPLICATE KEY UPDATE status = IF(VALUES(at) >= at, VALUES(status), status), event = IF(VALUES(at) >= at, VALUES(event), event), at = GREATEST(at, VALUES(at))`,
+        [x.subscription, x.templateId.slice(0, SUBSCRIPTION_MAX), x.status, x.event, x.at],
+      );
+    }
+  }
+
+  async subscriptionsOf(openid: string): Promise<LedgerSubscription[]> {
+    await this.openSubscriptionTable();
+    const rows = await this.run<RowDataPacket[]>('read', `SELECT openid, template_id, status, event, at FROM \`${this.subscriptionTable}\` WHERE openid = ?`, [openid]);
+    return rows.map(keptSubscription);
   }
 
   async receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined> {

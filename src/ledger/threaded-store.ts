@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { LedgerStoreError } from '../errors.js';
 import type { MessageFilter, MessageRecord } from '../protocol/message-record.js';
-import type { LedgerChange, LedgerReceipt } from './change.js';
+import type { LedgerChange, LedgerReceipt, LedgerSubscription } from './change.js';
 import { openLedgerStore, type JournalApplied, type LedgerStore, type LedgerStoreOptions } from './store.js';
 import type { StoreCall, StoreReply } from './store-worker.js';
 
@@ -83,6 +83,14 @@ export class ThreadedLedgerStore implements LedgerStore {
 
   receiptOf(wechatMsgid: string): Promise<LedgerReceipt | undefined> {
     return this.call('receiptOf', [wechatMsgid]);
+  }
+
+  applySubscriptions(subscriptions: readonly LedgerSubscription[]): Promise<void> {
+    return this.call('applySubscriptions', [subscriptions]);
+  }
+
+  subscriptionsOf(openid: string): Promise<LedgerSubscription[]> {
+    return this.call('subscriptionsOf', [openid]);
   }
 
   /** Read, coalesced and written by the thread: no change crosses between the threads. */

@@ -40,6 +40,23 @@ export interface MessageRecord {
   sentAt: number | null;
   /** When it reached a final state. */
   finalAt: number | null;
+  /**
+   * The openid's latest subscription status per template id (subscribe popup and settings
+   * events, newest first), on `msg show` and `query` when the ledger has any. For every template
+   * of the openid: the ledger keeps a message's template key, not its WeChat template id.
+   */
+  subscriptions?: SubscriptionStatus[];
+}
+
+/** A user's latest answer for one subscribe template, from WeChat's subscribe events. */
+export interface SubscriptionStatus {
+  /** WeChat's template id. */
+  templateId: string;
+  status: 'accept' | 'reject';
+  /** `subscribe_msg_popup_event` or `subscribe_msg_change_event`. */
+  event: string;
+  /** When the daemon got it (ms since the epoch). */
+  at: number;
 }
 
 /** `mega <name> msg list` and its control request. */

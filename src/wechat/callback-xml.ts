@@ -32,6 +32,20 @@ export function parseCallbackXml(text: string): CallbackFields {
   return typeof root.value === 'string' ? {} : root.value;
 }
 
+/**
+ * Every `<name>` child of `parent`, in order: what a list element repeats (`<List>` of a
+ * subscribe event, one per template). `parent[name]` itself holds only the first.
+ */
+export function repeatedFields(parent: CallbackFields, name: string): Array<string | CallbackFields> {
+  const all = REPEATS.get(parent)?.get(name);
+  if (all) return all;
+  const v = parent[name];
+  return v === undefined ? [] : [v];
+}
+
+/** The repeats of each parsed element's children, beside it rather than in it: CallbackFields keeps its shape. */
+const REPEATS = new WeakMap<CallbackFields, Map<string, Array<string | CallbackFields>>>();
+
 /** A top-level text field, or undefined when absent or nested. */
 export function textField(fields: CallbackFields, name: string): string | undefined {
   const v = fields[name];
@@ -121,8 +135,15 @@ class Reader {
       } else if (this.s[this.pos] === '<') {
         const child = this.element(depth + 1);
         children ??= {};
-        // a repeated name (`<item>` of a list) keeps the first: no receipt field repeats
+        // a repeated name (`<List>` of a subscribe event) keeps the first as the field, all in REPEATS
         if (!(child.name in children)) children[child.name] = child.value;
+        else {
+          let repeats = REPEATS.get(children);
+          if (!repeats) REPEATS.set(children, (repeats = new Map()));
+          let all = repeats.get(child.name);
+          if (!all) repeats.set(child.name, (all = [children[child.name]!]));
+          all.push(child.value);
+        }
       } else {
         const next = this.s.indexOf('<', this.pos);
         const end = next < 0 ? this.s.length : next;
