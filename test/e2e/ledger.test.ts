@@ -14,7 +14,7 @@ import { runMega, spawnMega, stopChild, tempDir, writeIni } from '../helpers/pro
 import { killHard, startDaemon } from '../helpers/crash.js';
 import { RawClient } from '../helpers/client.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
-import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+import { dropTablesWithPrefix, mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, startStack, type SimMessage, type SimulatorHandle } from '../helpers/stack.js';
 
 /** The ledger is on by default; said here all the same, so these tests do not depend on the default. */
@@ -176,10 +176,7 @@ describe('message ledger with the database down (MariaDB behind a proxy)', { ski
   after(async () => {
     await sim?.stop();
     await proxy?.down();
-    const db = await mysqlTestConnection();
-    await db.query(`DROP TABLE IF EXISTS \`${prefix}message\``);
-    await db.query(`DROP TABLE IF EXISTS \`${prefix}wechat_template\``);
-    await db.end();
+    await dropTablesWithPrefix(prefix);
   });
 
   it('delivery goes on while the database is down, status shows the backlog, and the ledger catches up', async () => {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { encodePush, encodeSend, encodeTset } from '../../src/protocol/index.js';
 import { openTemplateStore, type TemplatePut } from '../../src/templates/index.js';
-import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+import { dropTablesWithPrefix, mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
 import { spawnMega, stopChild, tempDir, writeIni } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, baseIni, eventually, startSimulator, type SimMessage, type SimulatorHandle } from '../helpers/stack.js';
 import { RawClient } from '../helpers/client.js';
@@ -166,8 +166,9 @@ kindsSuite(
     return {
       pdo: { dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, table_prefix: prefix },
       cleanup: async () => {
-        await db.query(`DROP TABLE IF EXISTS \`${table}\``);
         await db.end();
+        // the daemon's ledger tables live in the same database, under the same prefix
+        await dropTablesWithPrefix(prefix);
       },
     };
   },

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import type { Connection } from 'mysql2/promise';
 import { encodeSend, encodeTset } from '../../src/protocol/index.js';
-import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+import { dropTablesWithPrefix, mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
 import { spawnMega, stopChild, tempDir, writeIni } from '../helpers/processes.js';
 import { APP_ID, APP_SECRET, baseIni, startSimulator, type SimulatorHandle } from '../helpers/stack.js';
 import { RawClient } from '../helpers/client.js';
@@ -50,8 +50,8 @@ describe('daemon with the MySQL template store', { skip: available ? false : `My
   after(async () => {
     if (daemon) await stopChild(daemon.child);
     await sim?.stop();
-    await db?.query(`DROP TABLE IF EXISTS \`${table}\``);
     await db?.end();
+    await dropTablesWithPrefix(prefix);
   });
 
   it('sends with a template read from MySQL, and TSet reloads an edited row', async () => {

@@ -56,3 +56,15 @@ export function mysqlTestConnection(): Promise<mysql.Connection> {
 export function uniqueTablePrefix(): string {
   return `t${process.pid.toString(36)}${Math.random().toString(36).slice(2, 8)}_`;
 }
+
+/** Drops every table whose name starts with `prefix` (a daemon's templates, ledger, tasks). */
+export async function dropTablesWithPrefix(prefix: string): Promise<void> {
+  if (!/^\w+$/.test(prefix)) throw new Error(`not a table prefix: ${prefix}`);
+  const db = await mysqlTestConnection();
+  try {
+    const [rows] = await db.query(`SHOW TABLES LIKE '${prefix}%'`);
+    for (const r of rows as Array<Record<string, string>>) await db.query(`DROP TABLE IF EXISTS \`${Object.values(r)[0]}\``);
+  } finally {
+    await db.end();
+  }
+}

@@ -4,7 +4,7 @@
  * same row everywhere), and N daemon processes of the same service name, each in its own folder.
  */
 import { openTemplateStore } from '../../src/templates/index.js';
-import { mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, uniqueTablePrefix } from './mysql.js';
+import { dropTablesWithPrefix, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, uniqueTablePrefix } from './mysql.js';
 import { startNatsCluster, type NatsCluster } from './nats.js';
 import { startSimulator, startStack, APP_ID, APP_SECRET, type SimulatorHandle, type Stack } from './stack.js';
 import type { IniSections } from './processes.js';
@@ -79,13 +79,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
       for (const d of daemons) await d.stop().catch(() => undefined);
       await sim.stop();
       await nats.stop();
-      const db = await mysqlTestConnection();
-      try {
-        const [rows] = await db.query(`SHOW TABLES LIKE '${prefix}%'`);
-        for (const r of rows as Array<Record<string, string>>) await db.query(`DROP TABLE IF EXISTS \`${Object.values(r)[0]}\``);
-      } finally {
-        await db.end();
-      }
+      await dropTablesWithPrefix(prefix);
     },
   };
 }

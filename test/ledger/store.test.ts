@@ -187,7 +187,7 @@ describe('ledger store on MySQL', { skip: available ? false : `MySQL not reachab
   after(async () => {
     for (const s of stores) await s.close();
     const db = await mysqlTestConnection();
-    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\`, \`${p}receipt\``);
+    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\`, \`${p}receipt\`, \`${p}subscription\``);
     await db.end();
   });
   storeContract(async () => {
