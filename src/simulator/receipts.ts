@@ -358,16 +358,20 @@ export class ReceiptPusher {
     if (this.closed || this.cfg.url === null) return;
     const cfg = this.cfg;
     const status = this.drawStatus(m.openid);
-    const fire = (): void => {
+    this.after(cfg.delayMs, () => {
       void this.start('receipt', 'delivery', cfg, this.receiptWire(cfg, m, status), m, status, null);
-    };
-    if (cfg.delayMs <= 0) return fire();
+    });
+  }
+
+  /** Runs `fire` after `delayMs` (at once for 0), counted in `scheduled` meanwhile and cancelled by close(). */
+  private after(delayMs: number, fire: () => void): void {
+    if (delayMs <= 0) return fire();
     this.st.scheduled++;
     const timer = setTimeout(() => {
       this.scheduled.delete(timer);
       this.st.scheduled--;
       fire();
-    }, cfg.delayMs);
+    }, delayMs);
     this.scheduled.add(timer);
   }
 
@@ -375,19 +379,11 @@ export class ReceiptPusher {
   subscribeSent(m: DeliveredMessage, templateId: string): void {
     if (this.closed || this.cfg.url === null) return;
     const cfg = this.cfg;
-    const fire = (): void => {
+    this.after(cfg.delayMs, () => {
       const xml = subscribeSentXml(cfg.toUserName, m.openid, Math.floor(m.acceptedAt / 1000), templateId, m.msgid);
       const wire = this.wire(cfg, 'POST', { openid: m.openid }, xml, cfg.encodingAesKey !== null);
       void this.start('subscribe-sent', 'delivery', cfg, wire, m, null, null);
-    };
-    if (cfg.delayMs <= 0) return fire();
-    this.st.scheduled++;
-    const timer = setTimeout(() => {
-      this.scheduled.delete(timer);
-      this.st.scheduled--;
-      fire();
-    }, cfg.delayMs);
-    this.scheduled.add(timer);
+    });
   }
 
   /** The user's choices in a subscription popup, now. */
