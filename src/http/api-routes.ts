@@ -6,7 +6,7 @@
 
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
-import type { OpsPort, TaskOps } from './ports.js';
+import type { OpsPort } from './ports.js';
 
 /** An error with the HTTP status it is answered with. */
 export class HttpError extends Error {
@@ -57,10 +57,6 @@ export function apiRoutes(port: OpsPort, logger: Logger): Route[] {
     routes.push({ method, path: path.split('/').filter(Boolean), handler, ...(maxBodyBytes ? { maxBodyBytes } : {}) });
   };
   const control = (request: unknown): Promise<unknown> => port.control(request);
-  const tasks = (): TaskOps => {
-    if (!port.tasks) throw new HttpError(503, 'this daemon cannot run tasks');
-    return port.tasks;
-  };
 
   route('GET', '/api/v1/status', () => control({ cmd: 'status' }));
   route('GET', '/api/v1/queue', () => control({ cmd: 'queue' }));
@@ -113,7 +109,7 @@ export function apiRoutes(port: OpsPort, logger: Logger): Route[] {
   });
   route('DELETE', '/api/v1/templates/:key', ({ params }) => port.templates.remove(templateKey(params.key)));
 
-  route('GET', '/api/v1/tasks', () => tasks().list());
+  route('GET', '/api/v1/tasks', () => port.tasks.list());
   route(
     'POST',
     '/api/v1/tasks',
@@ -125,7 +121,7 @@ export function apiRoutes(port: OpsPort, logger: Logger): Route[] {
       if (b.name !== undefined && (typeof b.name !== 'string' || b.name.length > 100)) throw new HttpError(400, 'name must be a string of at most 100 characters');
       const variables = b.variables;
       if (variables !== undefined && (variables === null || typeof variables !== 'object' || Array.isArray(variables))) throw new HttpError(400, 'variables must be a JSON object');
-      return tasks().create({
+      return port.tasks.create({
         key: templateKey(b.key),
         format: format as (typeof FORMATS)[number],
         content: Buffer.from(b.content_base64, 'base64'),
@@ -137,12 +133,12 @@ export function apiRoutes(port: OpsPort, logger: Logger): Route[] {
     },
     TASK_UPLOAD_MAX,
   );
-  route('GET', '/api/v1/tasks/:id', ({ params }) => tasks().get(taskId(params.id)));
-  route('POST', '/api/v1/tasks/:id/start', ({ params }) => tasks().start(taskId(params.id)));
-  route('POST', '/api/v1/tasks/:id/pause', ({ params }) => tasks().pause(taskId(params.id)));
+  route('GET', '/api/v1/tasks/:id', ({ params }) => port.tasks.get(taskId(params.id)));
+  route('POST', '/api/v1/tasks/:id/start', ({ params }) => port.tasks.start(taskId(params.id)));
+  route('POST', '/api/v1/tasks/:id/pause', ({ params }) => port.tasks.pause(taskId(params.id)));
   route('GET', '/api/v1/tasks/:id/report', async ({ params }) => {
     const id = taskId(params.id);
-    return new RawBody('text/csv; charset=utf-8', await tasks().report(id), { 'Content-Disposition': `attachment; filename="task-${id}-failures.csv"` });
+    return new RawBody('text/csv; charset=utf-8', await port.tasks.report(id), { 'Content-Disposition': `attachment; filename="task-${id}-failures.csv"` });
   });
   return routes;
 }

@@ -30,8 +30,7 @@ export interface OpsPort {
   /** The access token in use (fetched if none is held). */
   accessToken(): Promise<AccessTokenAnswer>;
   templates: TemplateOps;
-  /** undefined: this daemon cannot run tasks (no task store). */
-  tasks: TaskOps | undefined;
+  tasks: TaskOps;
   /** The last 15 minutes of sends. */
   rateHistory(): RateHistory;
 }

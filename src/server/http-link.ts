@@ -21,7 +21,7 @@ export interface OpsPortParts {
   handlers: ControlHandlers;
   metrics: MegaMetrics;
   templates: TemplateOps;
-  tasks: TaskOps | undefined;
+  tasks: TaskOps;
 }
 
 export function opsPort({ daemon, handlers, metrics, templates, tasks }: OpsPortParts): OpsPort {
