@@ -4,7 +4,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { openLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
 import { tempDir } from '../helpers/processes.js';
-import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+import { mysqlAvailable, mysqlTestTarget } from '../helpers/mysql.js';
+import { mysqlLedgerStores } from './mysql-stores.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -182,33 +183,7 @@ INSERT INTO mega_message (msgid, openid, state, attempts, wechat_msgid, queued_a
 const available = await mysqlAvailable();
 
 describe('ledger store on MySQL', { skip: available ? false : `MySQL not reachable at ${mysqlTestTarget}` }, () => {
-  const stores: LedgerStore[] = [];
-  const prefixes: string[] = [];
-  after(async () => {
-    for (const s of stores) await s.close();
-    const db = await mysqlTestConnection();
-    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\`, \`${p}receipt\`, \`${p}subscription\``);
-    await db.end();
-  });
-  storeContract(async () => {
-    const prefix = uniqueTablePrefix();
-    prefixes.push(prefix);
-    const s = openLedgerStore({ dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, tablePrefix: prefix });
-    stores.push(s);
-    await s.init();
-    return s;
-  });
-
-  it('creates the table with the primary key and the three indexes', async () => {
-    const prefix = uniqueTablePrefix();
-    prefixes.push(prefix);
-    const s = openLedgerStore({ dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, tablePrefix: prefix });
-    stores.push(s);
-    await s.init();
-    const db = await mysqlTestConnection();
-    const [rows] = await db.query(`SHOW INDEX FROM \`${prefix}message\``);
-    await db.end();
-    const names = [...new Set((rows as Array<{ Key_name: string }>).map((r) => r.Key_name))].sort();
-    assert.deepEqual(names, ['PRIMARY', 'openid_queued', 'updated', 'wechat_msgid']);
-  });
+  const mysql = mysqlLedgerStores();
+  after(() => mysql.cleanup());
+  storeContract(() => mysql.open());
 });

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { latestSubscriptions, ledgerSubscription, openLedgerStore, subscribeSentStateOf, subscribeSentStatus, type LedgerStore } from '../../src/ledger/index.js';
 import { tempDir } from '../helpers/processes.js';
-import { mysqlAvailable, mysqlTestConfig, mysqlTestConnection, mysqlTestDsn, mysqlTestTarget, uniqueTablePrefix } from '../helpers/mysql.js';
+import { mysqlAvailable, mysqlTestTarget } from '../helpers/mysql.js';
+import { mysqlLedgerStores } from './mysql-stores.js';
 import { parseJournal } from '../../src/ledger/journal.js';
 import { parseCallbackXml, repeatedFields, textField, type CallbackFields } from '../../src/wechat/callback-xml.js';
 
@@ -105,20 +106,7 @@ describe('subscription table on SQLite', () => {
 const available = await mysqlAvailable();
 
 describe('subscription table on MySQL', { skip: available ? false : `MySQL not reachable at ${mysqlTestTarget}` }, () => {
-  const stores: LedgerStore[] = [];
-  const prefixes: string[] = [];
-  after(async () => {
-    for (const s of stores) await s.close();
-    const db = await mysqlTestConnection();
-    for (const p of prefixes) await db.query(`DROP TABLE IF EXISTS \`${p}message\`, \`${p}receipt\`, \`${p}subscription\``);
-    await db.end();
-  });
-  subscriptionContract(async () => {
-    const prefix = uniqueTablePrefix();
-    prefixes.push(prefix);
-    const s = openLedgerStore({ dsn: mysqlTestDsn, username: mysqlTestConfig.user, password: mysqlTestConfig.password, tablePrefix: prefix });
-    stores.push(s);
-    await s.init();
-    return s;
-  });
+  const mysql = mysqlLedgerStores();
+  after(() => mysql.cleanup());
+  subscriptionContract(() => mysql.open());
 });
