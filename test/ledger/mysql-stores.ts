@@ -2,7 +2,7 @@
 import { openLedgerStore, type LedgerStore } from '../../src/ledger/index.js';
 import { dropTablesWithPrefix, mysqlTestConfig, mysqlTestDsn, uniqueTablePrefix } from '../helpers/mysql.js';
 
-export function mysqlLedgerStores(): { open(): Promise<LedgerStore>; cleanup(): Promise<void> } {
+export function mysqlLedgerStores(): { open(): Promise<LedgerStore>; prefixOf(store: LedgerStore): string; cleanup(): Promise<void> } {
   const stores: LedgerStore[] = [];
   const prefixes: string[] = [];
   return {
@@ -13,6 +13,10 @@ export function mysqlLedgerStores(): { open(): Promise<LedgerStore>; cleanup(): 
       stores.push(s);
       await s.init();
       return s;
+    },
+    /** The table prefix `store` was opened with. */
+    prefixOf(store) {
+      return prefixes[stores.indexOf(store)]!;
     },
     async cleanup() {
       for (const s of stores) await s.close();

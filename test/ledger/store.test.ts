@@ -4,7 +4,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { openLedgerStore, type LedgerChange, type LedgerStore } from '../../src/ledger/index.js';
 import { tempDir } from '../helpers/processes.js';
-import { mysqlAvailable, mysqlTestTarget } from '../helpers/mysql.js';
+import { mysqlAvailable, mysqlTestConnection, mysqlTestTarget } from '../helpers/mysql.js';
 import { mysqlLedgerStores } from './mysql-stores.js';
 
 const T0 = 1_700_000_000_000;
@@ -186,4 +186,13 @@ describe('ledger store on MySQL', { skip: available ? false : `MySQL not reachab
   const mysql = mysqlLedgerStores();
   after(() => mysql.cleanup());
   storeContract(() => mysql.open());
+
+  it('creates the table with the primary key and the three indexes', async () => {
+    const s = await mysql.open();
+    const db = await mysqlTestConnection();
+    const [rows] = await db.query(`SHOW INDEX FROM \`${mysql.prefixOf(s)}message\``);
+    await db.end();
+    const names = [...new Set((rows as Array<{ Key_name: string }>).map((r) => r.Key_name))].sort();
+    assert.deepEqual(names, ['PRIMARY', 'openid_queued', 'updated', 'wechat_msgid']);
+  });
 });
