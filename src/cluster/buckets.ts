@@ -7,6 +7,7 @@
 
 import type { NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV } from '@nats-io/kv';
+import { JetStreamApiError } from '@nats-io/jetstream';
 
 export interface ServiceBuckets {
   /** Keys `token` (shared-token.ts) and `pause` (shared-pause.ts). History 1: only the current value matters. */
@@ -37,7 +38,23 @@ export async function openServiceBuckets(nc: NatsConnection, options: ServiceBuc
   const kvm = new Kvm(nc);
   const names = bucketNames(options.name);
   const replicas = options.replicas ?? 1;
-  const state = await kvm.create(names.state, { history: 1, replicas });
-  const members = await kvm.create(names.members, { history: 1, replicas, ttl: options.memberTtlMs ?? 5000 });
+  const state = await createBucket(kvm, names.state, { history: 1, replicas });
+  const members = await createBucket(kvm, names.members, { history: 1, replicas, ttl: options.memberTtlMs ?? 5000 });
   return { state, members };
+}
+
+/**
+ * kvm.create, tried again when another daemon of the service creates the same bucket at the same
+ * moment: nats-server 2.9 can answer the second creator "subjects overlap with an existing stream"
+ * (10065) for a stream that did not exist when it checked. A second try finds it and succeeds.
+ */
+async function createBucket(kvm: Kvm, name: string, opts: Parameters<Kvm['create']>[1]): Promise<KV> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await kvm.create(name, opts);
+    } catch (err) {
+      if (attempt >= 4 || !(err instanceof JetStreamApiError && err.code === 10065)) throw err;
+      await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+    }
+  }
 }
